@@ -1,0 +1,485 @@
+//! Storage and compute dtype rules per component: ComfyUI's `unet_dtype`, `unet_manual_cast`,
+//! `text_encoder_dtype` and `vae_dtype` (spec §2.4), evaluated against a capability profile, with
+//! Kiln's one deliberate change: 8-bit storage (fp8, scaled fp8, GGUF) always stays 8-bit.
+
+use candle_core::DType;
+use kiln_detect::{Architecture, Component, ComponentKind};
+use kiln_weights::{GgufType, StorageDType};
+
+use crate::capability::{BackendKind, CapabilityProfile, OpFamily};
+use crate::memory::minimum_inference_bytes;
+use crate::options::{GlobalPrecision, PlanOptions};
+use crate::RuntimeError;
+
+/// A component's storage and compute dtype with the facts that decided them.
+#[derive(Debug, Clone)]
+pub(crate) struct Precision {
+    /// What the weights are kept in.
+    pub(crate) storage: StorageDType,
+    /// What the component computes in.
+    pub(crate) compute: DType,
+    /// Why the storage dtype.
+    pub(crate) storage_why: String,
+    /// Why the compute dtype.
+    pub(crate) compute_why: String,
+}
+
+/// The op families a component needs in its compute dtype.
+pub(crate) fn op_families(kind: ComponentKind, architecture: Architecture) -> Vec<OpFamily> {
+    let mut families = vec![
+        OpFamily::Matmul,
+        OpFamily::Softmax,
+        OpFamily::Norm,
+        OpFamily::Elementwise,
+    ];
+    let convolves = match kind {
+        ComponentKind::Vae => true,
+        ComponentKind::DiffusionModel => architecture != Architecture::Flux,
+        _ => false,
+    };
+    if convolves {
+        families.insert(1, OpFamily::Conv);
+    }
+    families
+}
+
+/// The model's `supported_inference_dtypes` (ComfyUI `comfy/supported_models.py`): Flux
+/// `[bf16, f16, f32]`, Flux Fill `[bf16, f32]`, everything else (SD1/SD2/SDXL/SD3) the default
+/// `[f16, bf16, f32]`.
+pub(crate) fn inference_dtypes(architecture: Architecture, variant: &str) -> &'static [DType] {
+    match architecture {
+        Architecture::Flux if variant.contains("fill") => &[DType::BF16, DType::F32],
+        Architecture::Flux => &[DType::BF16, DType::F16, DType::F32],
+        _ => &[DType::F16, DType::BF16, DType::F32],
+    }
+}
+
+/// GGUF's unquantised types behave like their plain float twins.
+pub(crate) fn plain_float(dtype: StorageDType) -> StorageDType {
+    match dtype {
+        StorageDType::Gguf(GgufType::F32) => StorageDType::F32,
+        StorageDType::Gguf(GgufType::F16) => StorageDType::F16,
+        StorageDType::Gguf(GgufType::BF16) => StorageDType::BF16,
+        other => other,
+    }
+}
+
+/// True for GGUF block quantisations (not GGUF's plain f32/f16/bf16).
+pub(crate) fn is_quantized(dtype: StorageDType) -> bool {
+    matches!(plain_float(dtype), StorageDType::Gguf(_))
+}
+
+/// True for storage that is kept 8-bit (or less) whatever the device: fp8 and GGUF blocks.
+pub(crate) fn is_eight_bit(dtype: StorageDType) -> bool {
+    dtype.is_fp8() || is_quantized(dtype)
+}
+
+/// The candle dtype of a plain float storage dtype.
+fn float_dtype(storage: StorageDType) -> Option<DType> {
+    match plain_float(storage) {
+        StorageDType::F64 => Some(DType::F64),
+        StorageDType::F32 => Some(DType::F32),
+        StorageDType::F16 => Some(DType::F16),
+        StorageDType::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// The storage twin of a compute dtype.
+pub(crate) fn storage_of(dtype: DType) -> StorageDType {
+    match dtype {
+        DType::F64 => StorageDType::F64,
+        DType::F16 => StorageDType::F16,
+        DType::BF16 => StorageDType::BF16,
+        _ => StorageDType::F32,
+    }
+}
+
+/// The device a rule is evaluated for, with the user's flags.
+pub(crate) struct Target<'a> {
+    pub(crate) profile: &'a CapabilityProfile,
+    pub(crate) options: &'a PlanOptions,
+    pub(crate) families: &'a [OpFamily],
+}
+
+impl Target<'_> {
+    /// ComfyUI `should_use_fp16`: never on the CPU, always with `--force-fp16`, never with
+    /// `--force-fp32`, else when the device computes f16 for every needed op family.
+    fn fp16_ok(&self) -> bool {
+        if self.profile.backend == BackendKind::Cpu {
+            return false;
+        }
+        match self.options.precision {
+            GlobalPrecision::ForceFp16 => true,
+            GlobalPrecision::ForceFp32 => false,
+            GlobalPrecision::Auto => self.profile.computes_for(self.families, DType::F16),
+        }
+    }
+
+    /// ComfyUI `should_use_bf16`: never on the CPU or with `--force-fp32`, else when the device
+    /// computes bf16 for every needed op family (Metal: macOS 14+, CUDA: sm80+).
+    fn bf16_ok(&self) -> bool {
+        self.profile.backend != BackendKind::Cpu
+            && self.options.precision != GlobalPrecision::ForceFp32
+            && self.profile.computes_for(self.families, DType::BF16)
+    }
+
+    /// Why 16-bit compute is off here, for reasons.
+    fn why_not_16bit(&self, dtype: DType) -> String {
+        let label = self.profile.label();
+        if self.profile.backend == BackendKind::Cpu {
+            format!("{label}: ComfyUI never computes 16-bit on the CPU")
+        } else if self.options.precision == GlobalPrecision::ForceFp32 {
+            "--force-fp32".to_string()
+        } else {
+            format!("{label} cannot compute {}", dtype.as_str())
+        }
+    }
+
+    fn usable(&self, dtype: DType) -> bool {
+        match dtype {
+            DType::F16 => self.fp16_ok(),
+            DType::BF16 => self.bf16_ok(),
+            _ => true,
+        }
+    }
+
+    /// A 16-bit storage dtype the device cannot hold is replaced (bf16 → f16 → f32; f64 → f32):
+    /// ComfyUI would put it on the device anyway and fail.
+    fn holdable(&self, storage: StorageDType, why: &mut String) -> StorageDType {
+        if is_eight_bit(storage) || self.profile.can_hold(storage) {
+            return storage;
+        }
+        let replacement = [StorageDType::F16, StorageDType::F32]
+            .into_iter()
+            .find(|candidate| {
+                *candidate != storage
+                    && self.profile.can_hold(*candidate)
+                    && (storage != StorageDType::F64 || *candidate == StorageDType::F32)
+            })
+            .unwrap_or(StorageDType::F32);
+        why.push_str(&format!(
+            "; {} cannot hold {storage} (ComfyUI would fail) → {replacement}",
+            self.profile.label()
+        ));
+        replacement
+    }
+}
+
+fn names(dtypes: &[DType]) -> String {
+    let names: Vec<&str> = dtypes.iter().map(|d| d.as_str()).collect();
+    format!("[{}]", names.join(", "))
+}
+
+/// The diffusion model's explicit `--*-unet` flag.
+fn forced_unet(options: &PlanOptions) -> Option<(StorageDType, String)> {
+    options.unet_dtype.map(|forced| {
+        (
+            forced.storage_dtype(),
+            format!("--{}-unet", forced.flag_stem()),
+        )
+    })
+}
+
+/// ComfyUI `unet_dtype` for a float checkpoint without a flag.
+fn comfy_unet_storage(
+    target: &Target<'_>,
+    dominant: StorageDType,
+    supported: &[DType],
+    params: u64,
+) -> (StorageDType, String) {
+    if dominant == StorageDType::F16 && supported.contains(&DType::F16) && target.fp16_ok() {
+        return (
+            StorageDType::F16,
+            "stored f16 and the device computes f16".to_string(),
+        );
+    }
+    for dtype in supported {
+        if matches!(dtype, DType::F16 | DType::BF16) && target.usable(*dtype) {
+            return (
+                storage_of(*dtype),
+                format!(
+                    "stored {dominant} → {}: first of the model's {} the device computes",
+                    dtype.as_str(),
+                    names(supported)
+                ),
+            );
+        }
+    }
+    // ComfyUI's manual-cast pass: on a GPU where an f32 copy would not fit, keep 16-bit storage
+    // and compute wider.
+    let profile = target.profile;
+    if profile.backend != BackendKind::Cpu
+        && target.options.precision != GlobalPrecision::ForceFp32
+    {
+        let reserve = minimum_inference_bytes(profile, target.options);
+        let max_weights = (profile.total_memory as f64 * 0.88) as u64;
+        let max_weights = max_weights.saturating_sub(reserve);
+        if params.saturating_mul(4) > max_weights {
+            for dtype in supported {
+                let storage = storage_of(*dtype);
+                if matches!(dtype, DType::F16 | DType::BF16) && profile.can_hold(storage) {
+                    return (
+                        storage,
+                        format!(
+                            "stored {dominant} → {storage}: an f32 copy would not fit {}",
+                            profile.label()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let why = if profile.backend == BackendKind::Cpu {
+        format!(
+            "stored {dominant} → f32: ComfyUI stores the diffusion model in f32 on the CPU \
+             (--fp16-unet/--bf16-unet keep 16-bit)"
+        )
+    } else {
+        format!(
+            "stored {dominant} → f32: no 16-bit dtype of {} usable ({})",
+            names(supported),
+            target.why_not_16bit(DType::F16)
+        )
+    };
+    (StorageDType::F32, why)
+}
+
+/// ComfyUI `unet_manual_cast`: the compute dtype for a storage dtype.
+fn comfy_compute(target: &Target<'_>, storage: StorageDType, supported: &[DType]) -> (DType, String) {
+    let storage = plain_float(storage);
+    match storage {
+        StorageDType::F32 => return (DType::F32, "computes f32 (stored f32)".to_string()),
+        StorageDType::F64 if target.profile.computes_for(target.families, DType::F64) => {
+            return (DType::F64, "computes f64 (stored f64)".to_string());
+        }
+        StorageDType::F16 if target.fp16_ok() => {
+            return (DType::F16, "computes f16 as stored".to_string());
+        }
+        StorageDType::BF16 if target.bf16_ok() => {
+            return (DType::BF16, "computes bf16 as stored".to_string());
+        }
+        _ => {}
+    }
+    if target.options.precision == GlobalPrecision::ForceFp16
+        && target.fp16_ok()
+        && supported.contains(&DType::F16)
+    {
+        return (DType::F16, "computes f16 (--force-fp16)".to_string());
+    }
+    for dtype in supported {
+        if matches!(dtype, DType::F16 | DType::BF16) && target.usable(*dtype) {
+            let skipped: Vec<String> = supported
+                .iter()
+                .take_while(|d| *d != dtype)
+                .map(|d| target.why_not_16bit(*d))
+                .collect();
+            let why = if skipped.is_empty() {
+                format!(
+                    "computes {}: first of the model's {} the device runs",
+                    dtype.as_str(),
+                    names(supported)
+                )
+            } else {
+                format!(
+                    "computes {} ({}; model list {})",
+                    dtype.as_str(),
+                    skipped.join(", "),
+                    names(supported)
+                )
+            };
+            return (*dtype, why);
+        }
+    }
+    (
+        DType::F32,
+        format!("computes f32 ({})", target.why_not_16bit(DType::F16)),
+    )
+}
+
+/// Storage and compute dtype of the diffusion model.
+pub(crate) fn diffusion_precision(
+    target: &Target<'_>,
+    component: &Component,
+    architecture: Architecture,
+    variant: &str,
+) -> Result<Precision, RuntimeError> {
+    let dominant = plain_float(component.dominant_dtype);
+    if !dominant.is_float() {
+        return Err(RuntimeError::UnsupportedStorage {
+            component: component.kind,
+            dtype: component.dominant_dtype,
+        });
+    }
+    let supported = inference_dtypes(architecture, variant);
+    let forced = forced_unet(target.options);
+    let (storage, mut storage_why) = if let Some(fp8) = component.scaled_fp8 {
+        let mut why = format!("stored scaled {fp8}: stays 8-bit");
+        if let Some((_, flag)) = forced {
+            why.push_str(&format!(" ({flag} ignored, as ComfyUI's scaled_fp8 ops do)"));
+        }
+        (fp8, why)
+    } else if is_quantized(dominant) {
+        let mut why = format!("stored GGUF {dominant}: stays quantised");
+        if let Some((_, flag)) = forced {
+            why.push_str(&format!(" ({flag} ignored for GGUF)"));
+        }
+        (dominant, why)
+    } else if let Some((storage, flag)) = forced {
+        (storage, format!("stored {dominant} → {storage}: {flag}"))
+    } else if dominant.is_fp8() {
+        // `--force-fp16` implies `--fp16-unet` in ComfyUI; for 8-bit files Kiln reads it as a
+        // compute preference only, so the weights stay 8-bit.
+        (dominant, format!("stored {dominant}: kept 8-bit"))
+    } else if target.options.precision == GlobalPrecision::ForceFp16 {
+        (
+            StorageDType::F16,
+            format!("stored {dominant} → f16: --force-fp16 (implies --fp16-unet)"),
+        )
+    } else {
+        comfy_unet_storage(target, dominant, supported, component.params)
+    };
+    let storage = target.holdable(storage, &mut storage_why);
+    let (compute, compute_why) = comfy_compute(target, storage, supported);
+    Ok(Precision {
+        storage,
+        compute,
+        storage_why,
+        compute_why,
+    })
+}
+
+/// Storage and compute dtype of a text encoder: storage from the flag, else 8-bit stays 8-bit,
+/// else f16 on a GPU (ComfyUI `text_encoder_dtype`) or the file's dtype on the CPU; compute f32
+/// (ComfyUI runs text encoders in f32 through manual-cast ops).
+pub(crate) fn text_encoder_precision(
+    target: &Target<'_>,
+    component: &Component,
+) -> Result<Precision, RuntimeError> {
+    let dominant = plain_float(component.dominant_dtype);
+    if !dominant.is_float() {
+        return Err(RuntimeError::UnsupportedStorage {
+            component: component.kind,
+            dtype: component.dominant_dtype,
+        });
+    }
+    let (storage, mut storage_why) = if let Some(fp8) = component.scaled_fp8 {
+        (fp8, format!("stored scaled {fp8}: stays 8-bit"))
+    } else if let Some(forced) = target.options.text_encoder_dtype {
+        let storage = forced.storage_dtype();
+        (
+            storage,
+            format!("stored {dominant} → {storage}: --{}-text-enc", forced.flag_stem()),
+        )
+    } else if is_eight_bit(dominant) {
+        (dominant, format!("stored {dominant}: stays 8-bit"))
+    } else if target.profile.backend == BackendKind::Cpu {
+        (
+            dominant,
+            format!("stored {dominant}: kept as stored on the CPU"),
+        )
+    } else {
+        (
+            StorageDType::F16,
+            format!("stored {dominant} → f16: ComfyUI text_encoder_dtype"),
+        )
+    };
+    let storage = target.holdable(storage, &mut storage_why);
+    Ok(Precision {
+        storage,
+        compute: DType::F32,
+        storage_why,
+        compute_why: "computes f32 (ComfyUI runs text encoders in f32)".to_string(),
+    })
+}
+
+/// Storage and compute dtype of the VAE: the `--*-vae` flag if the device computes it, else the
+/// first of its working dtypes `[bf16, f32]` usable natively; weights are stored in the compute
+/// dtype unless they are 8-bit.
+pub(crate) fn vae_precision(
+    target: &Target<'_>,
+    component: &Component,
+) -> Result<Precision, RuntimeError> {
+    let dominant = plain_float(component.dominant_dtype);
+    if !dominant.is_float() {
+        return Err(RuntimeError::UnsupportedStorage {
+            component: component.kind,
+            dtype: component.dominant_dtype,
+        });
+    }
+    let label = target.profile.label();
+    let (compute, compute_why) = match target.options.vae_dtype {
+        Some(forced) => {
+            let flag = format!("--{}-vae", forced.flag_stem());
+            match float_dtype(forced.storage_dtype()) {
+                Some(dtype) if target.profile.computes_for(target.families, dtype) => {
+                    (dtype, format!("computes {}: {flag}", dtype.as_str()))
+                }
+                _ => (
+                    DType::F32,
+                    format!("computes f32: {flag} but {label} cannot run the VAE in it"),
+                ),
+            }
+        }
+        None if target.bf16_ok() => (
+            DType::BF16,
+            "computes bf16: first of the VAE's [bf16, f32] the device runs".to_string(),
+        ),
+        None => (
+            DType::F32,
+            format!(
+                "computes f32: VAE works in [bf16, f32] and {}",
+                target.why_not_16bit(DType::BF16)
+            ),
+        ),
+    };
+    let (storage, storage_why) = if let Some(fp8) = component.scaled_fp8 {
+        (fp8, format!("stored scaled {fp8}: stays 8-bit"))
+    } else if is_eight_bit(dominant) {
+        (dominant, format!("stored {dominant}: stays 8-bit"))
+    } else {
+        let storage = storage_of(compute);
+        (
+            storage,
+            format!("stored {dominant} → {storage}: the VAE is stored in its compute dtype"),
+        )
+    };
+    Ok(Precision {
+        storage,
+        compute,
+        storage_why,
+        compute_why,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flux_fill_has_no_fp16_in_its_list() {
+        assert_eq!(
+            inference_dtypes(Architecture::Flux, "fill"),
+            &[DType::BF16, DType::F32]
+        );
+        assert_eq!(inference_dtypes(Architecture::Sd3, "3.5-large")[0], DType::F16);
+    }
+
+    #[test]
+    fn families_include_conv_only_where_convolutions_run() {
+        let flux = op_families(ComponentKind::DiffusionModel, Architecture::Flux);
+        assert!(!flux.contains(&OpFamily::Conv));
+        let sd1 = op_families(ComponentKind::DiffusionModel, Architecture::Sd1);
+        assert!(sd1.contains(&OpFamily::Conv));
+        assert!(op_families(ComponentKind::Vae, Architecture::Flux).contains(&OpFamily::Conv));
+        assert!(!op_families(ComponentKind::T5xxl, Architecture::Flux).contains(&OpFamily::Conv));
+    }
+
+    #[test]
+    fn gguf_plain_types_count_as_floats_and_quantised_as_eight_bit() {
+        assert_eq!(plain_float(StorageDType::Gguf(GgufType::F16)), StorageDType::F16);
+        assert!(is_eight_bit(StorageDType::Gguf(GgufType::Q8_0)));
+        assert!(!is_eight_bit(StorageDType::Gguf(GgufType::F32)));
+        assert!(is_eight_bit(StorageDType::F8E5M2));
+    }
+}

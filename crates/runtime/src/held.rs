@@ -1,0 +1,416 @@
+//! Held tensors: a weight in the form its device can keep (native dtype, fp8 bytes, native fp8 or
+//! GGUF blocks), the rule choosing that form, and widening to the compute dtype per layer.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Shape, Tensor};
+use kiln_weights::{GgufType, StorageDType, E4M3FN_TABLE, E5M2_TABLE};
+
+use crate::capability::CapabilityProfile;
+use crate::dtype_rules::{is_quantized, plain_float, storage_of};
+use crate::plan::HeldAs;
+use crate::RuntimeError;
+
+/// The form a stored tensor takes on its device, decided by [`hold_target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HoldTarget {
+    /// Converted on the host (if needed) to this candle dtype.
+    Native(DType),
+    /// fp8 e4m3fn as candle's `F8E4M3`.
+    Fp8Native,
+    /// fp8 codes of this format as `U8` bytes.
+    Fp8Bytes(StorageDType),
+    /// GGUF blocks.
+    Quantized(GgufType),
+}
+
+impl HoldTarget {
+    /// The device element form.
+    pub(crate) fn held_as(self) -> HeldAs {
+        match self {
+            HoldTarget::Native(dtype) => HeldAs::Dtype(dtype),
+            HoldTarget::Fp8Native => HeldAs::Dtype(DType::F8E4M3),
+            HoldTarget::Fp8Bytes(_) => HeldAs::Dtype(DType::U8),
+            HoldTarget::Quantized(g) => HeldAs::Quantized(g),
+        }
+    }
+
+    /// Bytes `elements` values take in this form (GGUF: whole blocks; partial blocks count as
+    /// one byte per element, an estimate only).
+    pub(crate) fn bytes(self, elements: u64) -> u64 {
+        match self {
+            HoldTarget::Native(dtype) => elements.saturating_mul(dtype.size_in_bytes() as u64),
+            HoldTarget::Fp8Native | HoldTarget::Fp8Bytes(_) => elements,
+            HoldTarget::Quantized(g) => StorageDType::Gguf(g)
+                .storage_bytes(elements)
+                .unwrap_or(elements),
+        }
+    }
+}
+
+/// How a tensor stored as `source` is held when its component is planned as `storage`/`compute`
+/// on `profile`. `is_matrix` (rank ≥ 2) decides whether a forced fp8 storage applies: biases and
+/// norms keep their float dtype.
+///
+/// Every returned form is one `profile` can hold: fp8 goes native only where the device both
+/// holds `F8E4M3` and casts it to the compute dtype, otherwise it stays bytes; a float the device
+/// cannot hold falls back to the compute dtype.
+pub(crate) fn hold_target(
+    source: StorageDType,
+    is_matrix: bool,
+    storage: StorageDType,
+    compute: DType,
+    profile: &CapabilityProfile,
+) -> Option<HoldTarget> {
+    let compute_storage = storage_of(compute);
+    let fp8 = |format: StorageDType| {
+        if profile.can_hold(format) && profile.can_cast(format, compute_storage) {
+            HoldTarget::Fp8Native
+        } else {
+            HoldTarget::Fp8Bytes(format)
+        }
+    };
+    let float = |wanted: StorageDType| match wanted.candle_dtype() {
+        Some(dtype) if profile.can_hold(wanted) && profile.can_cast(wanted, compute_storage) => {
+            HoldTarget::Native(dtype)
+        }
+        _ => HoldTarget::Native(compute),
+    };
+    let source = plain_float(source);
+    let storage = plain_float(storage);
+    Some(match source {
+        StorageDType::Gguf(g) => {
+            if storage == source && profile.can_hold(source) {
+                HoldTarget::Quantized(g)
+            } else {
+                HoldTarget::Native(compute)
+            }
+        }
+        StorageDType::F8E4M3 | StorageDType::F8E5M2 => {
+            if storage.is_fp8() {
+                fp8(storage)
+            } else if is_quantized(storage) {
+                float(source)
+            } else {
+                float(storage)
+            }
+        }
+        StorageDType::F64 | StorageDType::F32 | StorageDType::F16 | StorageDType::BF16 => {
+            if storage.is_fp8() {
+                if is_matrix {
+                    fp8(storage)
+                } else {
+                    float(source)
+                }
+            } else if is_quantized(storage) {
+                float(source)
+            } else {
+                float(storage)
+            }
+        }
+        StorageDType::U8 => HoldTarget::Native(DType::U8),
+        StorageDType::I64 | StorageDType::I32 | StorageDType::I16 => {
+            let dtype = source.candle_dtype()?;
+            if profile.can_hold(source) {
+                HoldTarget::Native(dtype)
+            } else {
+                HoldTarget::Native(DType::I64)
+            }
+        }
+        StorageDType::I8 | StorageDType::Bool => return None,
+    })
+}
+
+/// One weight as its device holds it.
+#[derive(Debug, Clone)]
+pub enum HeldTensor {
+    /// A tensor in a dtype the device holds (possibly already the compute dtype).
+    Native(Tensor),
+    /// fp8 codes as flat `U8` bytes (the device cannot hold this fp8 format), widened through a
+    /// 256-entry lookup table.
+    Fp8Bytes {
+        /// Flat (rank-1) `U8` codes on the device.
+        bytes: Tensor,
+        /// `F8E4M3` or `F8E5M2`.
+        format: StorageDType,
+        /// The logical shape.
+        shape: Shape,
+        /// Per-tensor scale of scaled-fp8 checkpoints.
+        scale: Option<f32>,
+    },
+    /// fp8 e4m3fn held as candle's `F8E4M3`, widened by an on-device cast.
+    Fp8Native {
+        /// The `F8E4M3` tensor on the device.
+        tensor: Tensor,
+        /// Per-tensor scale of scaled-fp8 checkpoints.
+        scale: Option<f32>,
+    },
+    /// GGUF blocks for candle's quantised matmul.
+    Quantized(Arc<QTensor>),
+}
+
+/// The decode table of an fp8 format.
+fn decode_table(format: StorageDType) -> Option<&'static [f32; 256]> {
+    match format {
+        StorageDType::F8E4M3 => Some(&E4M3FN_TABLE),
+        StorageDType::F8E5M2 => Some(&E5M2_TABLE),
+        _ => None,
+    }
+}
+
+/// The 256-entry table for `format`, times `scale`, in `compute` on `device`. The scale is baked in
+/// before rounding to the compute dtype, so scaled fp8 is rounded once.
+pub(crate) fn lookup_table(
+    format: StorageDType,
+    scale: Option<f32>,
+    compute: DType,
+    device: &Device,
+) -> Result<Tensor, RuntimeError> {
+    let table = decode_table(format).ok_or_else(|| RuntimeError::UnsupportedTensorDType {
+        tensor: "fp8 lookup table".to_string(),
+        dtype: format,
+    })?;
+    let values: Vec<f32> = match scale {
+        Some(scale) => table.iter().map(|v| v * scale).collect(),
+        None => table.to_vec(),
+    };
+    Tensor::from_vec(values, 256, device)
+        .and_then(|t| t.to_dtype(compute))
+        .map_err(RuntimeError::candle(format!("building the {format} lookup table")))
+}
+
+impl HeldTensor {
+    /// The logical shape.
+    pub fn shape(&self) -> &Shape {
+        match self {
+            HeldTensor::Native(tensor) | HeldTensor::Fp8Native { tensor, .. } => tensor.shape(),
+            HeldTensor::Fp8Bytes { shape, .. } => shape,
+            HeldTensor::Quantized(q) => q.shape(),
+        }
+    }
+
+    /// The device it is on.
+    pub fn device(&self) -> Device {
+        match self {
+            HeldTensor::Native(tensor) | HeldTensor::Fp8Native { tensor, .. } => {
+                tensor.device().clone()
+            }
+            HeldTensor::Fp8Bytes { bytes, .. } => bytes.device().clone(),
+            HeldTensor::Quantized(q) => q.device(),
+        }
+    }
+
+    /// Its element form on the device.
+    pub fn held_as(&self) -> HeldAs {
+        match self {
+            HeldTensor::Native(tensor) | HeldTensor::Fp8Native { tensor, .. } => {
+                HeldAs::Dtype(tensor.dtype())
+            }
+            HeldTensor::Fp8Bytes { .. } => HeldAs::Dtype(DType::U8),
+            HeldTensor::Quantized(q) => HeldAs::Quantized(GgufType::from_ggml(q.dtype())),
+        }
+    }
+
+    /// Bytes it occupies.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            HeldTensor::Native(tensor) | HeldTensor::Fp8Native { tensor, .. } => {
+                (tensor.elem_count() * tensor.dtype().size_in_bytes()) as u64
+            }
+            HeldTensor::Fp8Bytes { bytes, .. } => bytes.elem_count() as u64,
+            HeldTensor::Quantized(q) => q.storage_size_in_bytes() as u64,
+        }
+    }
+
+    /// The per-tensor scale, for scaled fp8.
+    pub fn scale(&self) -> Option<f32> {
+        match self {
+            HeldTensor::Fp8Bytes { scale, .. } | HeldTensor::Fp8Native { scale, .. } => *scale,
+            HeldTensor::Native(_) | HeldTensor::Quantized(_) => None,
+        }
+    }
+
+    /// The quantised tensor, for callers that multiply with `QMatMul` instead of widening.
+    pub fn as_quantized(&self) -> Option<&Arc<QTensor>> {
+        match self {
+            HeldTensor::Quantized(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// The weight in `compute` on its device: a no-op or cast for native tensors, a table gather
+    /// for fp8 bytes, a cast for native fp8, a dequantisation for GGUF; scaled fp8 is multiplied
+    /// by its scale.
+    pub fn widen(&self, compute: DType) -> Result<Tensor, RuntimeError> {
+        match self {
+            HeldTensor::Native(tensor) => tensor
+                .to_dtype(compute)
+                .map_err(RuntimeError::candle("widening a native weight")),
+            HeldTensor::Fp8Bytes {
+                bytes,
+                format,
+                shape,
+                scale,
+            } => {
+                let table = lookup_table(*format, *scale, compute, bytes.device())?;
+                table
+                    .index_select(bytes, 0)
+                    .and_then(|values| values.reshape(shape.clone()))
+                    .map_err(RuntimeError::candle("gathering fp8 bytes through the lookup table"))
+            }
+            HeldTensor::Fp8Native { tensor, scale } => {
+                let widened = tensor
+                    .to_dtype(compute)
+                    .map_err(RuntimeError::candle("casting f8e4m3 on the device"))?;
+                match scale {
+                    Some(scale) => widened
+                        .affine(f64::from(*scale), 0.0)
+                        .map_err(RuntimeError::candle("scaling a scaled-fp8 weight")),
+                    None => Ok(widened),
+                }
+            }
+            HeldTensor::Quantized(q) => q
+                .dequantize(&q.device())
+                .and_then(|t| t.to_dtype(compute))
+                .map_err(RuntimeError::candle("dequantising a GGUF weight")),
+        }
+    }
+
+    /// A copy on `device` in the same form (streaming: host → device per layer). GGUF blocks are
+    /// re-uploaded byte for byte.
+    pub fn to_device(&self, device: &Device) -> Result<HeldTensor, RuntimeError> {
+        let moving = || RuntimeError::candle("moving a held weight to its device");
+        Ok(match self {
+            HeldTensor::Native(tensor) => {
+                HeldTensor::Native(tensor.to_device(device).map_err(moving())?)
+            }
+            HeldTensor::Fp8Bytes {
+                bytes,
+                format,
+                shape,
+                scale,
+            } => HeldTensor::Fp8Bytes {
+                bytes: bytes.to_device(device).map_err(moving())?,
+                format: *format,
+                shape: shape.clone(),
+                scale: *scale,
+            },
+            HeldTensor::Fp8Native { tensor, scale } => HeldTensor::Fp8Native {
+                tensor: tensor.to_device(device).map_err(moving())?,
+                scale: *scale,
+            },
+            HeldTensor::Quantized(q) => {
+                let data = q.data().map_err(moving())?;
+                let storage = candle_core::quantized::QStorage::from_data(data, device, q.dtype())
+                    .map_err(moving())?;
+                let moved = QTensor::new(storage, q.shape().clone()).map_err(moving())?;
+                HeldTensor::Quantized(Arc::new(moved))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::MacOsVersion;
+
+    const GIB: u64 = 1 << 30;
+
+    fn cpu() -> CapabilityProfile {
+        CapabilityProfile::cpu("cpu", "t", GIB, GIB)
+    }
+
+    fn m1() -> CapabilityProfile {
+        CapabilityProfile::metal("m1", "t", MacOsVersion::new(13, 6), GIB, GIB)
+    }
+
+    #[test]
+    fn fp8_is_native_only_where_held_and_castable() {
+        let e4 = StorageDType::F8E4M3;
+        let e5 = StorageDType::F8E5M2;
+        assert_eq!(hold_target(e4, true, e4, DType::F32, &cpu()), Some(HoldTarget::Fp8Native));
+        assert_eq!(hold_target(e5, true, e5, DType::F32, &cpu()), Some(HoldTarget::Fp8Bytes(e5)));
+        assert_eq!(hold_target(e4, true, e4, DType::F16, &m1()), Some(HoldTarget::Fp8Bytes(e4)));
+    }
+
+    #[test]
+    fn floats_fall_back_to_compute_when_not_holdable() {
+        // bf16 norms of an fp8 checkpoint on macOS 13: held in the compute dtype.
+        let target = hold_target(StorageDType::BF16, false, StorageDType::F8E4M3, DType::F16, &m1());
+        assert_eq!(target, Some(HoldTarget::Native(DType::F16)));
+        // Forced fp8 applies to matrices only.
+        let bias = hold_target(StorageDType::F16, false, StorageDType::F8E4M3, DType::F32, &cpu());
+        assert_eq!(bias, Some(HoldTarget::Native(DType::F16)));
+        let weight = hold_target(StorageDType::F16, true, StorageDType::F8E5M2, DType::F32, &cpu());
+        assert_eq!(weight, Some(HoldTarget::Fp8Bytes(StorageDType::F8E5M2)));
+        assert_eq!(hold_target(StorageDType::Bool, false, StorageDType::F16, DType::F16, &cpu()), None);
+    }
+
+    #[test]
+    fn lut_widening_of_every_code_matches_the_decode_table() {
+        for format in [StorageDType::F8E4M3, StorageDType::F8E5M2] {
+            let table = decode_table(format).unwrap();
+            let codes: Vec<u8> = (0..=255).collect();
+            let bytes = Tensor::from_vec(codes, 256, &Device::Cpu).unwrap();
+            let held = HeldTensor::Fp8Bytes {
+                bytes,
+                format,
+                shape: Shape::from((16, 16)),
+                scale: None,
+            };
+            let widened = held.widen(DType::F32).unwrap();
+            assert_eq!(widened.dims(), &[16, 16]);
+            let values = widened.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (code, (got, want)) in values.iter().zip(table.iter()).enumerate() {
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{format} code {code:#04x}: {got} != {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_lut_widening_is_table_times_scale() {
+        let codes: Vec<u8> = (0..=255).collect();
+        let bytes = Tensor::from_vec(codes, 256, &Device::Cpu).unwrap();
+        let scale = 0.037_f32;
+        let held = HeldTensor::Fp8Bytes {
+            bytes,
+            format: StorageDType::F8E4M3,
+            shape: Shape::from(256),
+            scale: Some(scale),
+        };
+        let values = held.widen(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        for (code, got) in values.iter().enumerate() {
+            let want = E4M3FN_TABLE[code] * scale;
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()));
+        }
+        // The f16 path rounds once from the exact product.
+        let half = held.widen(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+        let half = half.to_vec1::<f32>().unwrap();
+        for (code, got) in half.iter().enumerate() {
+            let want = half::f16::from_f32(E4M3FN_TABLE[code] * scale).to_f32();
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()));
+        }
+    }
+
+    #[test]
+    fn native_fp8_cast_agrees_with_the_table() {
+        let codes: Vec<u8> = (0..=255).collect();
+        let tensor = Tensor::from_raw_buffer(&codes, DType::F8E4M3, &[256], &Device::Cpu).unwrap();
+        let held = HeldTensor::Fp8Native {
+            tensor,
+            scale: Some(2.0),
+        };
+        let values = held.widen(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        for (code, got) in values.iter().enumerate() {
+            let want = E4M3FN_TABLE[code] * 2.0;
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()));
+        }
+        assert_eq!(held.held_as(), HeldAs::Dtype(DType::F8E4M3));
+        assert_eq!(held.bytes(), 256);
+    }
+}

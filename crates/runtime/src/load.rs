@@ -1,0 +1,364 @@
+//! `WeightStore`: one component of a checkpoint loaded as its plan says, tensor by tensor, by
+//! internal name, with key transforms applied and every tensor in a form its device can hold.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use kiln_detect::{Component, ComponentKind, KeySource, KeyTransform};
+use kiln_weights::{
+    f32_to_e4m3fn_saturating, f32_to_e5m2_saturating, StorageDType, TensorInfo, WeightFile,
+};
+
+use crate::capability::CapabilityProfile;
+use crate::held::{hold_target, HeldTensor, HoldTarget};
+use crate::plan::{ComponentPlan, HeldAs, LoadMode, Widening};
+use crate::RuntimeError;
+
+/// The weights of one component, held per its [`ComponentPlan`].
+///
+/// Resident components hold every tensor on the compute device. Streamed ones hold them in host
+/// memory, already in the form the device holds, and [`WeightStore::get`] moves one tensor over
+/// and widens it when a layer runs.
+#[derive(Debug)]
+pub struct WeightStore {
+    component: ComponentKind,
+    compute: DType,
+    device: Device,
+    load_mode: LoadMode,
+    tensors: BTreeMap<String, HeldTensor>,
+}
+
+/// Refuses to put `dtype` on a device whose profile cannot hold it: the invariant of this crate.
+fn ensure_holdable(
+    tensor: &str,
+    held: HeldAs,
+    profile: &CapabilityProfile,
+) -> Result<(), RuntimeError> {
+    let holdable = match held {
+        HeldAs::Dtype(dtype) => profile.can_hold_candle(dtype),
+        HeldAs::Quantized(g) => profile.can_hold(StorageDType::Gguf(g)),
+    };
+    if holdable {
+        Ok(())
+    } else {
+        Err(RuntimeError::CannotHold {
+            tensor: tensor.to_string(),
+            dtype: held.to_string(),
+            profile: profile.name.clone(),
+        })
+    }
+}
+
+/// Applies a key-map transform to a host tensor.
+fn transform(tensor: Tensor, how: KeyTransform, name: &str) -> Result<Tensor, RuntimeError> {
+    let shape_error = || RuntimeError::TransformShape {
+        tensor: name.to_string(),
+        transform: format!("{how:?}"),
+        shape: tensor.dims().to_vec(),
+    };
+    let candle = RuntimeError::candle(format!("tensor `{name}`: applying {how:?}"));
+    match how {
+        KeyTransform::Identity => Ok(tensor),
+        KeyTransform::SliceRows { part, parts } => {
+            let rows = tensor.dims().first().copied().ok_or_else(shape_error)?;
+            if parts == 0 || part >= parts || rows % parts != 0 {
+                return Err(shape_error());
+            }
+            let size = rows / parts;
+            tensor.narrow(0, part * size, size).map_err(candle)
+        }
+        KeyTransform::LinearToConv1x1 => match *tensor.dims() {
+            [out, inp] => tensor.reshape((out, inp, 1, 1)).map_err(candle),
+            [_, _, 1, 1] => Ok(tensor),
+            _ => Err(shape_error()),
+        },
+        KeyTransform::Transpose => {
+            if tensor.rank() != 2 {
+                return Err(shape_error());
+            }
+            tensor.t().and_then(|t| t.contiguous()).map_err(candle)
+        }
+    }
+}
+
+/// The fp8 codes of a stored tensor in `format`: its own bytes when it is stored in that format,
+/// else decoded to f32 and re-encoded (saturating, so an outlier clamps instead of becoming NaN).
+fn fp8_codes(
+    file: &WeightFile,
+    info: &TensorInfo,
+    format: StorageDType,
+    name: &str,
+) -> Result<Vec<u8>, RuntimeError> {
+    let weights = |source| RuntimeError::Weights {
+        tensor: name.to_string(),
+        source,
+    };
+    if info.dtype == format {
+        return Ok(file.raw_bytes(&info.name).map_err(weights)?.into_owned());
+    }
+    let encode = match format {
+        StorageDType::F8E4M3 => f32_to_e4m3fn_saturating,
+        StorageDType::F8E5M2 => f32_to_e5m2_saturating,
+        other => {
+            return Err(RuntimeError::UnsupportedTensorDType {
+                tensor: name.to_string(),
+                dtype: other,
+            })
+        }
+    };
+    let values = file.to_f32_vec(&info.name).map_err(weights)?;
+    Ok(values.into_iter().map(encode).collect())
+}
+
+/// The per-tensor scale of a scaled-fp8 weight (`X.weight` → `X.scale_weight`), if the key map has
+/// one.
+fn scale_for(
+    name: &str,
+    keys: &BTreeMap<String, KeySource>,
+    files: &[WeightFile],
+) -> Result<Option<f32>, RuntimeError> {
+    let Some(stem) = name.strip_suffix("weight") else {
+        return Ok(None);
+    };
+    let Some(source) = keys.get(&format!("{stem}scale_weight")) else {
+        return Ok(None);
+    };
+    let file = files
+        .get(source.file)
+        .ok_or_else(|| RuntimeError::FileIndexOutOfRange {
+            tensor: name.to_string(),
+            file: source.file,
+            files: files.len(),
+        })?;
+    let values = file
+        .to_f32_vec(&source.name)
+        .map_err(|source| RuntimeError::Weights {
+            tensor: name.to_string(),
+            source,
+        })?;
+    Ok(values.first().copied())
+}
+
+/// What loading one tensor needs to know besides the tensor itself.
+struct LoadContext<'a> {
+    plan: &'a ComponentPlan,
+    profile: &'a CapabilityProfile,
+    /// Where held tensors live: the device when resident, the host when streamed.
+    home: &'a Device,
+    files: &'a [WeightFile],
+    keys: &'a BTreeMap<String, KeySource>,
+}
+
+impl LoadContext<'_> {
+    fn load(&self, name: &str, source: &KeySource) -> Result<HeldTensor, RuntimeError> {
+        let file = self
+            .files
+            .get(source.file)
+            .ok_or_else(|| RuntimeError::FileIndexOutOfRange {
+                tensor: name.to_string(),
+                file: source.file,
+                files: self.files.len(),
+            })?;
+        let info = file
+            .get(&source.name)
+            .ok_or_else(|| RuntimeError::TensorMissing {
+                component: self.plan.component,
+                name: format!("{name} (stored as `{}`)", source.name),
+            })?;
+        let is_matrix = info.shape.len() >= 2;
+        let target = hold_target(
+            info.dtype,
+            is_matrix,
+            self.plan.storage_dtype,
+            self.plan.compute_dtype,
+            self.profile,
+        )
+        .ok_or_else(|| RuntimeError::UnsupportedTensorDType {
+            tensor: name.to_string(),
+            dtype: info.dtype,
+        })?;
+        ensure_holdable(name, target.held_as(), self.profile)?;
+        let weights = |source| RuntimeError::Weights {
+            tensor: name.to_string(),
+            source,
+        };
+        let candle = |what: &str| RuntimeError::candle(format!("tensor `{name}`: {what}"));
+        let scale = || -> Result<Option<f32>, RuntimeError> {
+            if self.plan.widening == Widening::ScaledFp8 {
+                scale_for(name, self.keys, self.files)
+            } else {
+                Ok(None)
+            }
+        };
+        match target {
+            HoldTarget::Native(dtype) => {
+                let host = file
+                    .load(&info.name, dtype, &Device::Cpu)
+                    .map_err(weights)?;
+                let host = transform(host, source.transform, name)?;
+                let tensor = host.to_device(self.home).map_err(candle("upload"))?;
+                Ok(HeldTensor::Native(tensor))
+            }
+            HoldTarget::Fp8Bytes(format) => {
+                let codes = self.fp8_host(file, info, format, source.transform, name)?;
+                let shape = codes.shape().clone();
+                let bytes = codes
+                    .flatten_all()
+                    .and_then(|t| t.to_device(self.home))
+                    .map_err(candle("uploading fp8 bytes"))?;
+                Ok(HeldTensor::Fp8Bytes {
+                    bytes,
+                    format,
+                    shape,
+                    scale: scale()?,
+                })
+            }
+            HoldTarget::Fp8Native => {
+                let codes = self.fp8_host(file, info, StorageDType::F8E4M3, source.transform, name)?;
+                let shape = codes.shape().clone();
+                let flat = codes
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<u8>())
+                    .map_err(candle("reading fp8 codes"))?;
+                let tensor = Tensor::from_raw_buffer(&flat, DType::F8E4M3, shape.dims(), &Device::Cpu)
+                    .and_then(|t| t.to_device(self.home))
+                    .map_err(candle("uploading f8e4m3"))?;
+                Ok(HeldTensor::Fp8Native {
+                    tensor,
+                    scale: scale()?,
+                })
+            }
+            HoldTarget::Quantized(_) => {
+                if source.transform != KeyTransform::Identity {
+                    return Err(RuntimeError::TransformShape {
+                        tensor: name.to_string(),
+                        transform: format!("{:?}", source.transform),
+                        shape: info.shape.clone(),
+                    });
+                }
+                let q = file
+                    .load_quantized(&info.name, self.home)
+                    .map_err(weights)?;
+                Ok(HeldTensor::Quantized(Arc::new(q)))
+            }
+        }
+    }
+
+    /// fp8 codes as a host `U8` tensor in the stored shape, transformed.
+    fn fp8_host(
+        &self,
+        file: &WeightFile,
+        info: &TensorInfo,
+        format: StorageDType,
+        how: KeyTransform,
+        name: &str,
+    ) -> Result<Tensor, RuntimeError> {
+        let codes = fp8_codes(file, info, format, name)?;
+        let tensor = Tensor::from_vec(codes, info.shape.as_slice(), &Device::Cpu)
+            .map_err(RuntimeError::candle(format!("tensor `{name}`: fp8 codes")))?;
+        transform(tensor, how, name)
+    }
+}
+
+impl WeightStore {
+    /// Loads every tensor of `component` (its key map indexes `files`) as `plan` says, for a device
+    /// described by `profile`, onto `device` (resident) or host memory (streamed).
+    ///
+    /// `profile` decides the held forms, `device` is where they go: tests run a simulated Metal
+    /// profile on the CPU and still get fp8 as `U8` bytes. The plan is checked against the profile
+    /// first, and every tensor again before it is placed.
+    pub fn from_files(
+        files: &[WeightFile],
+        component: &Component,
+        plan: &ComponentPlan,
+        profile: &CapabilityProfile,
+        device: &Device,
+    ) -> Result<WeightStore, RuntimeError> {
+        plan.check(profile)?;
+        let home = match plan.load_mode {
+            LoadMode::Resident => device.clone(),
+            LoadMode::Streamed => Device::Cpu,
+        };
+        let context = LoadContext {
+            plan,
+            profile,
+            home: &home,
+            files,
+            keys: &component.keys,
+        };
+        let mut tensors = BTreeMap::new();
+        for (name, source) in &component.keys {
+            tensors.insert(name.clone(), context.load(name, source)?);
+        }
+        Ok(WeightStore {
+            component: plan.component,
+            compute: plan.compute_dtype,
+            device: device.clone(),
+            load_mode: plan.load_mode,
+            tensors,
+        })
+    }
+
+    /// Which component this is.
+    pub fn component(&self) -> ComponentKind {
+        self.component
+    }
+
+    /// The dtype [`get`](Self::get) returns.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Resident or streamed.
+    pub fn load_mode(&self) -> LoadMode {
+        self.load_mode
+    }
+
+    /// The internal names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The tensor as held.
+    pub fn held(&self, name: &str) -> Result<&HeldTensor, RuntimeError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| RuntimeError::TensorMissing {
+                component: self.component,
+                name: name.to_string(),
+            })
+    }
+
+    /// The tensor in the compute dtype on the component's device (streamed tensors are moved
+    /// there first).
+    pub fn get(&self, name: &str) -> Result<Tensor, RuntimeError> {
+        self.fetch(name, &self.device)
+    }
+
+    /// The tensor in the compute dtype on `device`: the held form is moved, then widened there.
+    pub fn fetch(&self, name: &str, device: &Device) -> Result<Tensor, RuntimeError> {
+        let held = self.held(name)?;
+        if held.device().same_device(device) {
+            held.widen(self.compute)
+        } else {
+            held.to_device(device)?.widen(self.compute)
+        }
+    }
+
+    /// Bytes held on the compute device (zero when streamed: everything waits in host memory).
+    pub fn resident_bytes(&self) -> u64 {
+        match self.load_mode {
+            LoadMode::Resident => self.held_bytes(),
+            LoadMode::Streamed => 0,
+        }
+    }
+
+    /// Bytes of every held tensor, wherever it is.
+    pub fn held_bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .map(HeldTensor::bytes)
+            .fold(0, u64::saturating_add)
+    }
+}

@@ -1,0 +1,72 @@
+//! The bytes behind a weight file: a read-only memory map of the file, or an owned buffer (for
+//! in-memory parsing in tests and fuzzing), plus where each tensor's bytes live in them.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use crate::WeightsError;
+
+/// The whole content of a weight file.
+pub(crate) enum Source {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Source {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Mapped(map) => map,
+            Source::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// Maps `file` read-only. The file must be non-empty (mapping zero bytes fails on some systems).
+#[allow(unsafe_code)]
+pub(crate) fn map_file(file: &File, path: &Path) -> Result<Mmap, WeightsError> {
+    // SAFETY: the map is read-only and never handed out mutably. The remaining hazard of any file
+    // map is another process truncating or rewriting the file while it is mapped (SIGBUS or
+    // changed bytes); every mmap-based loader, including safetensors' and candle's, accepts it,
+    // and checkpoint files are not modified while a model is being loaded.
+    unsafe { Mmap::map(file) }.map_err(|source| WeightsError::Io {
+        file: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Which buffer a tensor's bytes are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Buffer {
+    /// The file itself (the map).
+    File,
+    /// An owned side buffer, by index (decompressed zip entries).
+    Side(usize),
+}
+
+/// Where a tensor's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A contiguous byte range of one buffer, already validated against its length.
+    Contiguous { buffer: Buffer, range: Range<usize> },
+    /// A strided view into a storage; element `i` of the row-major index space sits at element
+    /// `offset + Σ index_d · strides[d]` of the storage. Validated: every element is in range.
+    Strided {
+        buffer: Buffer,
+        storage: Range<usize>,
+        element_size: usize,
+        offset: usize,
+        shape: Vec<usize>,
+        strides: Vec<usize>,
+    },
+}
+
+/// What a format parser hands back to [`crate::WeightFile`]: tensors (unsorted; names may still
+/// repeat, the caller checks) and where their bytes are.
+pub(crate) struct Parsed {
+    pub(crate) metadata: std::collections::BTreeMap<String, String>,
+    pub(crate) tensors: Vec<(crate::TensorInfo, Location)>,
+    pub(crate) side_buffers: Vec<Vec<u8>>,
+}
