@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use kiln_weights::WeightFile;
 
-use crate::diffusers_folder::{component_folders, is_diffusers_folder};
+use crate::diffusers_folder::component_folders;
 use crate::input::{FileTensors, TensorValues};
-use crate::{detect, DetectError, Detection};
+use crate::state_dict::logical_shape;
+use crate::{detect, ComponentKind, DetectError, Detection};
 
 /// An opened checkpoint: its weight files (memory-mapped) and what detection found in them.
 ///
@@ -24,12 +25,16 @@ impl Checkpoint {
     /// (a pipeline with `model_index.json`, or one component with `config.json`).
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, DetectError> {
         let path = path.as_ref();
-        if path.is_dir() && is_diffusers_folder(path) {
+        if path.is_dir() {
             return open_folder(path);
         }
         let file = open_weights(path)?;
         let detection = detect_file(&file)?;
-        Ok(Checkpoint { path: path.to_path_buf(), files: vec![file], detection })
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            files: vec![file],
+            detection,
+        })
     }
 
     /// The file or folder that was opened.
@@ -47,6 +52,61 @@ impl Checkpoint {
         &self.detection
     }
 
+    /// Reads the internal tensor `internal` of component `kind` on the host as f32, through its
+    /// key-map transform: its shape and row-major values. A reference for device loaders, and a
+    /// check of a key map against the stored tensors.
+    pub fn read_f32(
+        &self,
+        kind: ComponentKind,
+        internal: &str,
+    ) -> Result<(Vec<u64>, Vec<f32>), DetectError> {
+        let missing = || DetectError::NotInKeyMap {
+            kind,
+            internal: internal.to_string(),
+        };
+        let source = self
+            .detection
+            .component(kind)
+            .and_then(|c| c.keys.get(internal))
+            .ok_or_else(missing)?;
+        let mut parts = Vec::new();
+        for (index, name) in source.tensors() {
+            let file = self.files.get(index).ok_or_else(missing)?;
+            let info = file.get(name).ok_or_else(missing)?;
+            let values = file
+                .to_f32_vec(name)
+                .map_err(|source| DetectError::Weights {
+                    path: file.path().to_path_buf(),
+                    source,
+                })?;
+            parts.push((logical_shape(info, Some(file.metadata())), values));
+        }
+        let views: Vec<(&[u64], &[f32])> = parts
+            .iter()
+            .map(|(s, v)| (s.as_slice(), v.as_slice()))
+            .collect();
+        let shapes: Vec<&[u64]> = views.iter().map(|(s, _)| *s).collect();
+        let mismatch = || DetectError::TransformMismatch {
+            file: self
+                .files
+                .get(source.file)
+                .map(|f| f.path().to_path_buf())
+                .unwrap_or_default(),
+            tensor: source.name.clone(),
+            transform: source.transform,
+            shapes: parts.iter().map(|(s, _)| s.clone()).collect(),
+        };
+        let shape = source
+            .transform
+            .apply_to_shape(&shapes)
+            .ok_or_else(mismatch)?;
+        let values = source
+            .transform
+            .apply_to_values(&views)
+            .ok_or_else(mismatch)?;
+        Ok((shape, values))
+    }
+
     /// The files and the detection, for callers that keep them apart.
     pub fn into_parts(self) -> (Vec<WeightFile>, Detection) {
         (self.files, self.detection)
@@ -55,7 +115,9 @@ impl Checkpoint {
 
 /// Detects one opened weight file on its own.
 pub fn detect_file(file: &WeightFile) -> Result<Detection, DetectError> {
-    detect(&[FileTensors::new(file.path(), file.tensors()).with_metadata(file.metadata()).with_values(file)])
+    detect(&[FileTensors::new(file.path(), file.tensors())
+        .with_metadata(file.metadata())
+        .with_values(file)])
 }
 
 impl TensorValues for WeightFile {
@@ -65,7 +127,10 @@ impl TensorValues for WeightFile {
 }
 
 fn open_weights(path: &Path) -> Result<WeightFile, DetectError> {
-    WeightFile::open(path).map_err(|source| DetectError::Weights { path: path.to_path_buf(), source })
+    WeightFile::open(path).map_err(|source| DetectError::Weights {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn open_folder(path: &Path) -> Result<Checkpoint, DetectError> {
@@ -95,5 +160,9 @@ fn open_folder(path: &Path) -> Result<Checkpoint, DetectError> {
         .collect();
     let detection = detect(&inputs)?;
     drop(inputs);
-    Ok(Checkpoint { path: path.to_path_buf(), files, detection })
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        files,
+        detection,
+    })
 }

@@ -37,7 +37,10 @@ pub(crate) fn identity_map(sd: &StateDict<'_>, prefix: &str, modules: &[&str]) -
 pub(crate) fn add_scaled_fp8_marker(keys: &mut KeyMap, sd: &StateDict<'_>, prefix: &str) {
     let marker = format!("{prefix}{SCALED_FP8_MARKER}");
     if let Some(entry) = sd.get(&marker) {
-        keys.insert(SCALED_FP8_MARKER.to_string(), KeySource::identity(entry.file, marker));
+        keys.insert(
+            SCALED_FP8_MARKER.to_string(),
+            KeySource::identity(entry.file, marker),
+        );
     }
 }
 
@@ -63,19 +66,22 @@ pub(crate) fn build(
     }
     let params = dtypes.values().fold(0u64, |acc, &n| acc.saturating_add(n));
     let dominant_dtype = dominant(&dtypes);
-    let scaled_fp8 = keys.get(SCALED_FP8_MARKER).and_then(|marker| sd.get(&marker.name)).map(
-        |marker| {
-            if marker.dtype.is_fp8() {
-                marker.dtype
-            } else {
-                dtypes
-                    .iter()
-                    .filter(|(d, _)| d.is_fp8())
-                    .max_by_key(|(_, n)| **n)
-                    .map_or(StorageDType::F8E4M3, |(d, _)| *d)
+    // The fp8 type the weights are stored in; the marker's own dtype (ComfyUI's source) when the
+    // marker is the only fp8 tensor, e4m3fn when even that is not fp8 (ComfyUI's f32 fallback).
+    let scaled_fp8 = keys
+        .get(SCALED_FP8_MARKER)
+        .and_then(|marker| sd.get(&marker.name))
+        .map(|marker| {
+            let weights = dtypes
+                .iter()
+                .filter(|(d, n)| d.is_fp8() && **n > 0)
+                .max_by_key(|(_, n)| **n);
+            match weights {
+                Some((dtype, _)) => *dtype,
+                None if marker.dtype.is_fp8() => marker.dtype,
+                None => StorageDType::F8E4M3,
             }
-        },
-    );
+        });
     Component {
         kind,
         layout,
@@ -102,7 +108,9 @@ fn dominant(dtypes: &BTreeMap<StorageDType, u64>) -> StorageDType {
             })
             .map(|(d, _)| d)
     };
-    most(true).or_else(|| most(false)).unwrap_or(StorageDType::F32)
+    most(true)
+        .or_else(|| most(false))
+        .unwrap_or(StorageDType::F32)
 }
 
 #[cfg(test)]
@@ -111,7 +119,7 @@ mod tests {
 
     use super::*;
     use crate::input::FileTensors;
-    use crate::test_util::tensor_dt;
+    use crate::testing::tensor_dt;
 
     #[test]
     fn histogram_counts_slices_once_and_finds_scaled_fp8() {
@@ -133,7 +141,14 @@ mod tests {
                 KeySource::new(0, "p.a.weight", KeyTransform::SliceRows { part, parts: 3 }),
             );
         }
-        let c = build(ComponentKind::ClipL, Layout::OpenClip, "p.", keys, BTreeMap::new(), &sd);
+        let c = build(
+            ComponentKind::ClipL,
+            Layout::OpenClip,
+            "p.",
+            keys,
+            BTreeMap::new(),
+            &sd,
+        );
         assert_eq!(c.params, 24 + 1 + 4);
         assert_eq!(c.dtypes[&StorageDType::F8E4M3], 24);
         assert_eq!(c.dominant_dtype, StorageDType::F8E4M3);

@@ -95,3 +95,29 @@ pub(crate) fn location(sd: &StateDict<'_>, prefix: &str) -> String {
         format!("{} under `{prefix}`", sd.label().display())
     }
 }
+
+/// The names of every layout Kiln recognises, diffusion models first.
+pub fn supported_layouts() -> impl Iterator<Item = &'static str> {
+    DIFFUSION_DETECTORS
+        .iter()
+        .map(|d| d.describe())
+        .chain(COMPONENT_DETECTORS.iter().map(|d| d.describe()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_layout_is_listed_once_by_name() {
+        let names: Vec<&str> = supported_layouts().collect();
+        assert_eq!(
+            names.len(),
+            DIFFUSION_DETECTORS.len() + COMPONENT_DETECTORS.len()
+        );
+        assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len());
+        assert_eq!(names[0], "LDM UNet");
+    }
+}

@@ -9,8 +9,14 @@ use crate::DetectError;
 
 /// Pipeline subfolders that hold weights Kiln loads; others (scheduler, tokenizer, safety
 /// checker, feature extractor) are skipped.
-const COMPONENT_FOLDERS: &[&str] =
-    &["unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"];
+const COMPONENT_FOLDERS: &[&str] = &[
+    "unet",
+    "transformer",
+    "text_encoder",
+    "text_encoder_2",
+    "text_encoder_3",
+    "vae",
+];
 
 /// Weight file endings in ComfyUI's `diffusers_load.py` preference order.
 const WEIGHT_ENDINGS: &[&str] = &[".fp16.safetensors", ".safetensors", ".fp16.bin", ".bin"];
@@ -21,11 +27,6 @@ pub(crate) struct ComponentFolder {
     pub(crate) dir: PathBuf,
     pub(crate) weights: Vec<PathBuf>,
     pub(crate) config: Option<serde_json::Value>,
-}
-
-/// True when `path` looks like a diffusers folder this module can read.
-pub(crate) fn is_diffusers_folder(path: &Path) -> bool {
-    path.join("model_index.json").is_file() || path.join("config.json").is_file()
 }
 
 /// Every component folder of the pipeline or component folder at `path`.
@@ -40,7 +41,10 @@ pub(crate) fn component_folders(path: &Path) -> Result<Vec<ComponentFolder>, Det
             .map(|dir| component_folder(&dir))
             .collect::<Result<_, _>>()?;
         if folders.is_empty() {
-            return Err(folder_error(path, "model_index.json but none of unet/, transformer/, text_encoder*/, vae/"));
+            return Err(folder_error(
+                path,
+                "model_index.json but none of unet/, transformer/, text_encoder*/, vae/",
+            ));
         }
         return Ok(folders);
     }
@@ -52,14 +56,25 @@ pub(crate) fn component_folders(path: &Path) -> Result<Vec<ComponentFolder>, Det
 
 fn component_folder(dir: &Path) -> Result<ComponentFolder, DetectError> {
     let config_path = dir.join("config.json");
-    let config = if config_path.is_file() { Some(read_json(&config_path)?) } else { None };
-    Ok(ComponentFolder { dir: dir.to_path_buf(), weights: weight_files(dir)?, config })
+    let config = if config_path.is_file() {
+        Some(read_json(&config_path)?)
+    } else {
+        None
+    };
+    Ok(ComponentFolder {
+        dir: dir.to_path_buf(),
+        weights: weight_files(dir)?,
+        config,
+    })
 }
 
 /// The component's weight files: the shards of its preferred index, else its preferred file.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, DetectError> {
     let mut names: Vec<String> = fs::read_dir(dir)
-        .map_err(|source| DetectError::Io { path: dir.to_path_buf(), source })?
+        .map_err(|source| DetectError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.path().is_file())
         .filter_map(|entry| entry.file_name().into_string().ok())
@@ -96,7 +111,10 @@ fn has_ending(name: &str, ending: &str) -> bool {
 fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, DetectError> {
     let json = read_json(index)?;
     let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
-        return Err(folder_error(index, "shard index without a weight_map object"));
+        return Err(folder_error(
+            index,
+            "shard index without a weight_map object",
+        ));
     };
     let mut files: Vec<PathBuf> = Vec::new();
     for file in map.values() {
@@ -105,7 +123,10 @@ fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, DetectError> {
         };
         // A shard must be a plain file next to the index, never a path elsewhere.
         if name.is_empty() || name.contains(['/', '\\']) || name == ".." {
-            return Err(folder_error(index, &format!("shard `{name}` is not a file name in this folder")));
+            return Err(folder_error(
+                index,
+                &format!("shard `{name}` is not a file name in this folder"),
+            ));
         }
         let path = dir.join(name);
         if !files.contains(&path) {
@@ -119,16 +140,29 @@ fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, DetectError> {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, DetectError> {
-    let text = fs::read_to_string(path).map_err(|source| DetectError::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_str(&text).map_err(|source| DetectError::Json { path: path.to_path_buf(), source })
+    let text = fs::read_to_string(path).map_err(|source| DetectError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| DetectError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn folder_error(path: &Path, reason: &str) -> DetectError {
-    DetectError::DiffusersFolder { path: path.to_path_buf(), reason: reason.to_string() }
+    DetectError::DiffusersFolder {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 fn join_names(names: &[&String]) -> String {
-    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -151,7 +185,11 @@ mod tests {
         touch(&root.join("unet/diffusion_pytorch_model.fp16.safetensors"));
         touch(&root.join("vae/diffusion_pytorch_model.bin"));
         touch(&root.join("vae/diffusion_pytorch_model.safetensors"));
-        fs::write(root.join("vae/config.json"), r#"{"_class_name": "AutoencoderKL"}"#).unwrap();
+        fs::write(
+            root.join("vae/config.json"),
+            r#"{"_class_name": "AutoencoderKL"}"#,
+        )
+        .unwrap();
         fs::write(
             root.join("text_encoder/model.safetensors.index.json"),
             r#"{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors", "c": "model-00001-of-00002.safetensors"}}"#,
@@ -160,7 +198,12 @@ mod tests {
         let folders = component_folders(root).unwrap();
         let names: Vec<Vec<String>> = folders
             .iter()
-            .map(|f| f.weights.iter().map(|w| w.strip_prefix(root).unwrap().display().to_string()).collect())
+            .map(|f| {
+                f.weights
+                    .iter()
+                    .map(|w| w.strip_prefix(root).unwrap().display().to_string())
+                    .collect()
+            })
             .collect();
         assert_eq!(
             names,
@@ -173,7 +216,10 @@ mod tests {
                 vec!["vae/diffusion_pytorch_model.safetensors".to_string()],
             ]
         );
-        assert_eq!(folders[2].config.as_ref().unwrap()["_class_name"], "AutoencoderKL");
+        assert_eq!(
+            folders[2].config.as_ref().unwrap()["_class_name"],
+            "AutoencoderKL"
+        );
     }
 
     #[test]
@@ -181,7 +227,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("config.json"), "{}").unwrap();
         fs::write(
-            dir.path().join("diffusion_pytorch_model.safetensors.index.json"),
+            dir.path()
+                .join("diffusion_pytorch_model.safetensors.index.json"),
             r#"{"weight_map": {"a": "../../etc/passwd"}}"#,
         )
         .unwrap();
@@ -192,8 +239,14 @@ mod tests {
     #[test]
     fn folders_without_weights_or_config_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(component_folders(dir.path()), Err(DetectError::DiffusersFolder { .. })));
+        assert!(matches!(
+            component_folders(dir.path()),
+            Err(DetectError::DiffusersFolder { .. })
+        ));
         fs::write(dir.path().join("config.json"), "{").unwrap();
-        assert!(matches!(component_folders(dir.path()), Err(DetectError::Json { .. })));
+        assert!(matches!(
+            component_folders(dir.path()),
+            Err(DetectError::Json { .. })
+        ));
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use kiln_weights::WeightsError;
 
-use crate::ComponentKind;
+use crate::{ComponentKind, KeyTransform};
 
 /// Why a checkpoint could not be opened or detected.
 ///
@@ -128,6 +128,26 @@ pub enum DetectError {
         file: PathBuf,
         /// The tensor name.
         tensor: String,
+    },
+    /// A component or internal tensor was asked for that the detection does not have.
+    #[error("no `{internal}` in the {kind} key map")]
+    NotInKeyMap {
+        /// The component asked for.
+        kind: ComponentKind,
+        /// The internal name asked for.
+        internal: String,
+    },
+    /// A key-map source's stored shapes or values do not fit its transform.
+    #[error("{}: `{tensor}` cannot be read through {transform:?} from stored shapes {shapes:?}", file.display())]
+    TransformMismatch {
+        /// The (first) file read.
+        file: PathBuf,
+        /// The (first) stored tensor.
+        tensor: String,
+        /// The transform.
+        transform: KeyTransform,
+        /// The stored shapes of every source.
+        shapes: Vec<Vec<u64>>,
     },
     /// `detect` was called with no files.
     #[error("no files to detect")]

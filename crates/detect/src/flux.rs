@@ -35,9 +35,10 @@ impl DiffusionDetector for BflFlux {
     }
 
     fn matches(&self, sd: &StateDict<'_>, prefix: &str) -> bool {
-        sd.contains(&format!("{prefix}double_blocks.0.img_attn.norm.key_norm.scale"))
-            && (sd.contains(&format!("{prefix}img_in.weight"))
-                || sd.any_with_prefix(&format!("{prefix}distilled_guidance_layer.")))
+        sd.contains(&format!(
+            "{prefix}double_blocks.0.img_attn.norm.key_norm.scale"
+        )) && (sd.contains(&format!("{prefix}img_in.weight"))
+            || sd.any_with_prefix(&format!("{prefix}distilled_guidance_layer.")))
     }
 
     fn detect(&self, sd: &StateDict<'_>, prefix: &str) -> Result<FoundDiffusion, DetectError> {
@@ -48,7 +49,12 @@ impl DiffusionDetector for BflFlux {
                 reason: "Flux variants with a distilled guidance layer are not supported".into(),
             });
         }
-        classify(sd, prefix, identity_map(sd, prefix, FLUX_MODULES), Layout::Bfl)
+        classify(
+            sd,
+            prefix,
+            identity_map(sd, prefix, FLUX_MODULES),
+            Layout::Bfl,
+        )
     }
 }
 
@@ -60,11 +66,13 @@ pub(crate) fn classify(
     layout: Layout,
 ) -> Result<FoundDiffusion, DetectError> {
     let view = MappedView::new(&keys, sd);
-    let img_in = view.shape("img_in.weight").ok_or_else(|| DetectError::MissingTensor {
-        file: sd.label().to_path_buf(),
-        component: "Flux",
-        tensor: format!("{prefix}img_in.weight"),
-    })?;
+    let img_in = view
+        .shape("img_in.weight")
+        .ok_or_else(|| DetectError::MissingTensor {
+            file: sd.label().to_path_buf(),
+            component: "Flux",
+            tensor: format!("{prefix}img_in.weight"),
+        })?;
     let [hidden, in_features] = img_in[..] else {
         return Err(DetectError::BadShape {
             file: sd.label().to_path_buf(),
@@ -96,7 +104,14 @@ pub(crate) fn classify(
     if let Some(vec_in) = view.dim("vector_in.in_layer.weight", 1) {
         facts.insert("vec_in_dim".into(), vec_in);
     }
-    let component = component::build(ComponentKind::DiffusionModel, layout, prefix, keys, facts, sd);
+    let component = component::build(
+        ComponentKind::DiffusionModel,
+        layout,
+        prefix,
+        keys,
+        facts,
+        sd,
+    );
     Ok(FoundDiffusion {
         component,
         architecture: Architecture::Flux,
@@ -116,24 +131,39 @@ mod tests {
 
     #[test]
     fn dev_schnell_and_fill() {
-        for (spec, variant) in
-            [(FluxSpec::dev(), "dev"), (FluxSpec::schnell(), "schnell"), (FluxSpec::fill(), "fill")]
-        {
+        for (spec, variant) in [
+            (FluxSpec::dev(), "dev"),
+            (FluxSpec::schnell(), "schnell"),
+            (FluxSpec::fill(), "fill"),
+        ] {
             let keys = spec.bfl();
             let d = detect_keys(&keys).unwrap();
             assert_consistent(&d, &[&keys.tensors()]);
-            assert_eq!((d.architecture, d.variant.as_str()), (Architecture::Flux, variant));
+            assert_eq!(
+                (d.architecture, d.variant.as_str()),
+                (Architecture::Flux, variant)
+            );
             assert_eq!(d.unclaimed_keys, 0);
             let c = d.component(ComponentKind::DiffusionModel).unwrap();
             assert_eq!(c.layout, Layout::Bfl);
-            assert_eq!((c.facts["hidden_size"], c.facts["depth"], c.facts["depth_single"]), (3072, 19, 38));
+            assert_eq!(
+                (
+                    c.facts["hidden_size"],
+                    c.facts["depth"],
+                    c.facts["depth_single"]
+                ),
+                (3072, 19, 38)
+            );
             assert_eq!(c.facts["in_channels"], spec.in_features / 4);
         }
     }
 
     #[test]
     fn narrow_flux_says_its_width() {
-        let spec = FluxSpec { hidden: 64, ..FluxSpec::schnell() };
+        let spec = FluxSpec {
+            hidden: 64,
+            ..FluxSpec::schnell()
+        };
         let d = detect_keys(&spec.bfl().prefixed("model.diffusion_model.")).unwrap();
         assert_eq!(d.variant, "schnell (non-standard width 64)");
     }
@@ -147,18 +177,30 @@ mod tests {
         let c = d.component(ComponentKind::DiffusionModel).unwrap();
         assert_eq!((c.dominant_dtype, c.scaled_fp8), (q8, None));
 
-        let mut tensors = keys.prefixed("model.diffusion_model.").tensors_as(StorageDType::F8E4M3);
-        tensors.push(tensor_dt("model.diffusion_model.scaled_fp8", &[0], StorageDType::F8E4M3));
+        let mut tensors = keys
+            .prefixed("model.diffusion_model.")
+            .tensors_as(StorageDType::F8E4M3);
+        tensors.push(tensor_dt(
+            "model.diffusion_model.scaled_fp8",
+            &[0],
+            StorageDType::F8E4M3,
+        ));
         tensors.push(tensor_dt(
             "model.diffusion_model.double_blocks.0.img_attn.qkv.scale_weight",
             &[],
             StorageDType::F32,
         ));
-        let d = detect(&[FileTensors::new("flux_scaled.safetensors".as_ref(), &tensors)]).unwrap();
+        let d = detect(&[FileTensors::new(
+            "flux_scaled.safetensors".as_ref(),
+            &tensors,
+        )])
+        .unwrap();
         assert_eq!(d.unclaimed_keys, 0);
         let c = d.component(ComponentKind::DiffusionModel).unwrap();
         assert_eq!(c.scaled_fp8, Some(StorageDType::F8E4M3));
-        assert!(c.keys.contains_key("double_blocks.0.img_attn.qkv.scale_weight"));
+        assert!(c
+            .keys
+            .contains_key("double_blocks.0.img_attn.qkv.scale_weight"));
     }
 
     #[test]

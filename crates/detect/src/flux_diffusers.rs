@@ -16,8 +16,9 @@ impl DiffusionDetector for DiffusersFlux {
     }
 
     fn matches(&self, sd: &StateDict<'_>, prefix: &str) -> bool {
-        sd.contains(&format!("{prefix}transformer_blocks.0.attn.norm_added_k.weight"))
-            && sd.contains(&format!("{prefix}x_embedder.weight"))
+        sd.contains(&format!(
+            "{prefix}transformer_blocks.0.attn.norm_added_k.weight"
+        )) && sd.contains(&format!("{prefix}x_embedder.weight"))
     }
 
     fn detect(&self, sd: &StateDict<'_>, prefix: &str) -> Result<FoundDiffusion, DetectError> {
@@ -43,7 +44,10 @@ const DOUBLE_RENAMES: &[(&str, &str)] = &[
 
 const DOUBLE_FUSED: &[(&str, &[&str])] = &[
     ("img_attn.qkv.", &["attn.to_q.", "attn.to_k.", "attn.to_v."]),
-    ("txt_attn.qkv.", &["attn.add_q_proj.", "attn.add_k_proj.", "attn.add_v_proj."]),
+    (
+        "txt_attn.qkv.",
+        &["attn.add_q_proj.", "attn.add_k_proj.", "attn.add_v_proj."],
+    ),
 ];
 
 /// Single-block renames, diffusers → BFL.
@@ -54,35 +58,76 @@ const SINGLE_RENAMES: &[(&str, &str)] = &[
     ("attn.norm_k.weight", "norm.key_norm.scale"),
 ];
 
-const SINGLE_FUSED: &[(&str, &[&str])] =
-    &[("linear1.", &["attn.to_q.", "attn.to_k.", "attn.to_v.", "proj_mlp."])];
+const SINGLE_FUSED: &[(&str, &[&str])] = &[(
+    "linear1.",
+    &["attn.to_q.", "attn.to_k.", "attn.to_v.", "proj_mlp."],
+)];
 
 /// Top-level renames; `true` marks diffusers' (scale, shift) order.
 const BASIC: &[(&str, &str, bool)] = &[
     ("proj_out.", "final_layer.linear.", false),
     ("x_embedder.", "img_in.", false),
-    ("time_text_embed.timestep_embedder.linear_1.", "time_in.in_layer.", false),
-    ("time_text_embed.timestep_embedder.linear_2.", "time_in.out_layer.", false),
+    (
+        "time_text_embed.timestep_embedder.linear_1.",
+        "time_in.in_layer.",
+        false,
+    ),
+    (
+        "time_text_embed.timestep_embedder.linear_2.",
+        "time_in.out_layer.",
+        false,
+    ),
     ("context_embedder.", "txt_in.", false),
-    ("time_text_embed.text_embedder.linear_1.", "vector_in.in_layer.", false),
-    ("time_text_embed.text_embedder.linear_2.", "vector_in.out_layer.", false),
-    ("time_text_embed.guidance_embedder.linear_1.", "guidance_in.in_layer.", false),
-    ("time_text_embed.guidance_embedder.linear_2.", "guidance_in.out_layer.", false),
+    (
+        "time_text_embed.text_embedder.linear_1.",
+        "vector_in.in_layer.",
+        false,
+    ),
+    (
+        "time_text_embed.text_embedder.linear_2.",
+        "vector_in.out_layer.",
+        false,
+    ),
+    (
+        "time_text_embed.guidance_embedder.linear_1.",
+        "guidance_in.in_layer.",
+        false,
+    ),
+    (
+        "time_text_embed.guidance_embedder.linear_2.",
+        "guidance_in.out_layer.",
+        false,
+    ),
     ("norm_out.linear.", "final_layer.adaLN_modulation.1.", true),
 ];
 
 /// Renames every key under `from` by the first matching `(diffusers, bfl)` pair.
-fn rename_block(keys: &mut KeyMap, sd: &StateDict<'_>, from: &str, to: &str, renames: &[(&str, &str)]) {
+fn rename_block(
+    keys: &mut KeyMap,
+    sd: &StateDict<'_>,
+    from: &str,
+    to: &str,
+    renames: &[(&str, &str)],
+) {
     for (name, entry) in sd.with_prefix(from) {
         let rest = &name[from.len()..];
         if let Some((d, b)) = renames.iter().find(|(d, _)| rest.starts_with(d)) {
-            keys.insert(format!("{to}{b}{}", &rest[d.len()..]), KeySource::identity(entry.file, name));
+            keys.insert(
+                format!("{to}{b}{}", &rest[d.len()..]),
+                KeySource::identity(entry.file, name),
+            );
         }
     }
 }
 
 /// Adds every fused tensor whose parts are all present.
-fn fuse_block(keys: &mut KeyMap, sd: &StateDict<'_>, from: &str, to: &str, fused: &[(&str, &[&str])]) {
+fn fuse_block(
+    keys: &mut KeyMap,
+    sd: &StateDict<'_>,
+    from: &str,
+    to: &str,
+    fused: &[(&str, &[&str])],
+) {
     for (target, parts) in fused {
         for param in ["weight", "bias"] {
             let found: Option<Vec<TensorRef>> = parts
@@ -94,7 +139,10 @@ fn fuse_block(keys: &mut KeyMap, sd: &StateDict<'_>, from: &str, to: &str, fused
                 .collect();
             if let Some(mut found) = found {
                 let first = found.remove(0);
-                keys.insert(format!("{to}{target}{param}"), KeySource::concat_rows(first, found));
+                keys.insert(
+                    format!("{to}{target}{param}"),
+                    KeySource::concat_rows(first, found),
+                );
             }
         }
     }
@@ -106,17 +154,30 @@ pub(crate) fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
     for (from, to, swap) in BASIC {
         for (name, entry) in sd.with_prefix(&format!("{prefix}{from}")) {
             let param = &name[prefix.len() + from.len()..];
-            let transform = if *swap { KeyTransform::SwapHalves } else { KeyTransform::Identity };
-            keys.insert(format!("{to}{param}"), KeySource::new(entry.file, name, transform));
+            let transform = if *swap {
+                KeyTransform::SwapHalves
+            } else {
+                KeyTransform::Identity
+            };
+            keys.insert(
+                format!("{to}{param}"),
+                KeySource::new(entry.file, name, transform),
+            );
         }
     }
     for i in 0..sd.count_blocks(&format!("{prefix}transformer_blocks.")) {
-        let (from, to) = (format!("{prefix}transformer_blocks.{i}."), format!("double_blocks.{i}."));
+        let (from, to) = (
+            format!("{prefix}transformer_blocks.{i}."),
+            format!("double_blocks.{i}."),
+        );
         rename_block(&mut keys, sd, &from, &to, DOUBLE_RENAMES);
         fuse_block(&mut keys, sd, &from, &to, DOUBLE_FUSED);
     }
     for i in 0..sd.count_blocks(&format!("{prefix}single_transformer_blocks.")) {
-        let (from, to) = (format!("{prefix}single_transformer_blocks.{i}."), format!("single_blocks.{i}."));
+        let (from, to) = (
+            format!("{prefix}single_transformer_blocks.{i}."),
+            format!("single_blocks.{i}."),
+        );
         rename_block(&mut keys, sd, &from, &to, SINGLE_RENAMES);
         fuse_block(&mut keys, sd, &from, &to, SINGLE_FUSED);
     }
@@ -132,7 +193,14 @@ mod tests {
 
     #[test]
     fn diffusers_flux_maps_onto_bfl_names_and_shapes() {
-        for spec in [FluxSpec::dev(), FluxSpec::schnell(), FluxSpec { hidden: 32, ..FluxSpec::fill() }] {
+        for spec in [
+            FluxSpec::dev(),
+            FluxSpec::schnell(),
+            FluxSpec {
+                hidden: 32,
+                ..FluxSpec::fill()
+            },
+        ] {
             let diffusers = spec.diffusers();
             let d = detect_keys(&diffusers).unwrap();
             assert_consistent(&d, &[&diffusers.tensors()]);
@@ -152,7 +220,10 @@ mod tests {
             let linear1 = &a.keys["single_blocks.0.linear1.weight"];
             assert_eq!(linear1.transform, KeyTransform::ConcatRows);
             assert_eq!(linear1.tensors().count(), 4);
-            assert_eq!(a.keys["final_layer.adaLN_modulation.1.weight"].transform, KeyTransform::SwapHalves);
+            assert_eq!(
+                a.keys["final_layer.adaLN_modulation.1.weight"].transform,
+                KeyTransform::SwapHalves
+            );
         }
     }
 }

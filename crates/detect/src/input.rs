@@ -35,7 +35,14 @@ pub struct FileTensors<'a> {
 impl<'a> FileTensors<'a> {
     /// A file at `path` (used in messages only) holding `tensors`.
     pub fn new(path: &'a Path, tensors: &'a [TensorInfo]) -> Self {
-        Self { path, tensors, metadata: None, group: None, config: None, values: None }
+        Self {
+            path,
+            tensors,
+            metadata: None,
+            group: None,
+            config: None,
+            values: None,
+        }
     }
 
     /// The file's string metadata (safetensors `__metadata__`, GGUF key/values).

@@ -16,8 +16,10 @@
 //! Each layout is one detector in a registry (LDM/SGM UNet, diffusers UNet, SAI MMDiT, diffusers
 //! SD3, BFL Flux, diffusers Flux, transformers CLIP, open_clip, T5, LDM and diffusers VAE).
 //! [`detect`] works on tensor lists ([`FileTensors`]), so it needs no file; [`Checkpoint::open`]
-//! opens files with `kiln-weights` and detects them. LoRA files and unknown files are typed errors
-//! ([`DetectError::Lora`], [`DetectError::Unrecognised`]) that say what was and was not found.
+//! opens files with `kiln-weights` and detects them, and [`Checkpoint::read_f32`] reads any
+//! internal tensor on the host through its key map (the reference for device loaders). LoRA files
+//! and unknown files are typed errors ([`DetectError::Lora`], [`DetectError::Unrecognised`]) that
+//! say what was and was not found.
 //!
 //! ```no_run
 //! use kiln_detect::{Checkpoint, ComponentKind};
@@ -54,6 +56,7 @@ mod open_clip;
 mod state_dict;
 mod summary;
 mod t5;
+mod transform;
 mod types;
 mod unet;
 mod unet_diffusers;
@@ -65,6 +68,7 @@ mod testing;
 
 pub use checkpoint::{detect_file, Checkpoint};
 pub use detect::detect;
+pub use detector::supported_layouts;
 pub use error::DetectError;
 pub use input::{FileTensors, TensorValues};
 pub use types::{

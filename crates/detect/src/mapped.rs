@@ -21,10 +21,6 @@ impl<'m> MappedView<'m> {
         self.map.contains_key(internal)
     }
 
-    pub(crate) fn source(&self, internal: &str) -> Option<&'m KeySource> {
-        self.map.get(internal)
-    }
-
     /// The shape the internal tensor has after its transform.
     pub(crate) fn shape(&self, internal: &str) -> Option<Vec<u64>> {
         resulting_shape(self.map.get(internal)?, self.sd)
@@ -44,7 +40,9 @@ impl<'m> MappedView<'m> {
 
     /// How many consecutive numbered blocks `{prefix}0.`, `{prefix}1.`, … exist.
     pub(crate) fn count_blocks(&self, prefix: &str) -> usize {
-        (0..).take_while(|n| self.any_with_prefix(&format!("{prefix}{n}."))).count()
+        (0..)
+            .take_while(|n| self.any_with_prefix(&format!("{prefix}{n}.")))
+            .count()
     }
 
     /// Internal names, sorted.
@@ -66,7 +64,9 @@ impl<'m> MappedView<'m> {
 
 /// The shape of an internal tensor: its sources' stored shapes through its transform.
 pub(crate) fn resulting_shape(source: &KeySource, sd: &StateDict<'_>) -> Option<Vec<u64>> {
-    let shapes: Vec<&[u64]> =
-        source.tensors().map(|(_, name)| sd.shape(name)).collect::<Option<_>>()?;
+    let shapes: Vec<&[u64]> = source
+        .tensors()
+        .map(|(_, name)| sd.shape(name))
+        .collect::<Option<_>>()?;
     source.transform.apply_to_shape(&shapes)
 }

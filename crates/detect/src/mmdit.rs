@@ -33,11 +33,18 @@ impl DiffusionDetector for SaiMmdit {
     }
 
     fn matches(&self, sd: &StateDict<'_>, prefix: &str) -> bool {
-        sd.contains(&format!("{prefix}joint_blocks.0.context_block.attn.qkv.weight"))
+        sd.contains(&format!(
+            "{prefix}joint_blocks.0.context_block.attn.qkv.weight"
+        ))
     }
 
     fn detect(&self, sd: &StateDict<'_>, prefix: &str) -> Result<FoundDiffusion, DetectError> {
-        classify(sd, prefix, identity_map(sd, prefix, MMDIT_MODULES), Layout::Sai)
+        classify(
+            sd,
+            prefix,
+            identity_map(sd, prefix, MMDIT_MODULES),
+            Layout::Sai,
+        )
     }
 }
 
@@ -49,11 +56,13 @@ pub(crate) fn classify(
     layout: Layout,
 ) -> Result<FoundDiffusion, DetectError> {
     let view = MappedView::new(&keys, sd);
-    let patch = view.shape("x_embedder.proj.weight").ok_or_else(|| DetectError::MissingTensor {
-        file: sd.label().to_path_buf(),
-        component: "MMDiT",
-        tensor: format!("{prefix}x_embedder.proj.weight"),
-    })?;
+    let patch = view
+        .shape("x_embedder.proj.weight")
+        .ok_or_else(|| DetectError::MissingTensor {
+            file: sd.label().to_path_buf(),
+            component: "MMDiT",
+            tensor: format!("{prefix}x_embedder.proj.weight"),
+        })?;
     let [hidden, in_channels, patch_size, ..] = patch[..] else {
         return Err(DetectError::BadShape {
             file: sd.label().to_path_buf(),
@@ -65,8 +74,10 @@ pub(crate) fn classify(
     };
     let blocks = view.count_blocks("joint_blocks.") as u64;
     let qk_norm = view.contains("joint_blocks.0.context_block.attn.ln_q.weight");
-    let self_attn_layers =
-        view.names().filter(|n| n.starts_with("joint_blocks.") && n.ends_with(".x_block.attn2.qkv.weight")).count();
+    let self_attn_layers = view
+        .names()
+        .filter(|n| n.starts_with("joint_blocks.") && n.ends_with(".x_block.attn2.qkv.weight"))
+        .count();
     let (base, standard) = match (qk_norm, self_attn_layers > 0) {
         (false, _) => ("3-medium", hidden == 1536 && blocks == 24),
         (true, true) => ("3.5-medium", hidden == 1536 && blocks == 24),
@@ -81,7 +92,10 @@ pub(crate) fn classify(
     facts.insert("qk_norm".into(), u64::from(qk_norm));
     facts.insert("x_block_self_attn_layers".into(), self_attn_layers as u64);
     if let Some(out) = view.dim("final_layer.linear.weight", 0) {
-        facts.insert("out_channels".into(), out / (patch_size * patch_size).max(1));
+        facts.insert(
+            "out_channels".into(),
+            out / patch_size.saturating_mul(patch_size).max(1),
+        );
     }
     if let Some(adm) = view.dim("y_embedder.mlp.0.weight", 1) {
         facts.insert("adm_in_channels".into(), adm);
@@ -90,9 +104,19 @@ pub(crate) fn classify(
         facts.insert("context_dim".into(), context);
     }
     if let Some(patches) = view.dim("pos_embed", 1) {
-        facts.insert("pos_embed_max_size".into(), (patches as f64).sqrt().round() as u64);
+        facts.insert(
+            "pos_embed_max_size".into(),
+            (patches as f64).sqrt().round() as u64,
+        );
     }
-    let component = component::build(ComponentKind::DiffusionModel, layout, prefix, keys, facts, sd);
+    let component = component::build(
+        ComponentKind::DiffusionModel,
+        layout,
+        prefix,
+        keys,
+        facts,
+        sd,
+    );
     Ok(FoundDiffusion {
         component,
         architecture: Architecture::Sd3,
@@ -122,7 +146,9 @@ mod tests {
         assert_eq!(c.facts["depth"], depth);
         assert_eq!(c.facts["in_channels"], 16);
         assert_eq!(c.facts["pos_embed_max_size"], 192);
-        assert!(c.keys.contains_key("joint_blocks.0.x_block.attn.qkv.weight"));
+        assert!(c
+            .keys
+            .contains_key("joint_blocks.0.x_block.attn.qkv.weight"));
     }
 
     #[test]
@@ -134,7 +160,10 @@ mod tests {
 
     #[test]
     fn narrow_mmdit_keeps_the_variant_and_says_its_width() {
-        let spec = MmditSpec { hidden: 32, ..MmditSpec::sd35_large() };
+        let spec = MmditSpec {
+            hidden: 32,
+            ..MmditSpec::sd35_large()
+        };
         let d = detect_keys(&spec.sai()).unwrap();
         assert_eq!(d.variant, "3.5-large (non-standard width 32)");
         let c = d.component(ComponentKind::DiffusionModel).unwrap();

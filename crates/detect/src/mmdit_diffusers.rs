@@ -16,8 +16,9 @@ impl DiffusionDetector for DiffusersMmdit {
     }
 
     fn matches(&self, sd: &StateDict<'_>, prefix: &str) -> bool {
-        sd.contains(&format!("{prefix}transformer_blocks.0.attn.add_q_proj.weight"))
-            && sd.contains(&format!("{prefix}pos_embed.proj.weight"))
+        sd.contains(&format!(
+            "{prefix}transformer_blocks.0.attn.add_q_proj.weight"
+        )) && sd.contains(&format!("{prefix}pos_embed.proj.weight"))
     }
 
     fn detect(&self, sd: &StateDict<'_>, prefix: &str) -> Result<FoundDiffusion, DetectError> {
@@ -46,18 +47,43 @@ const BLOCK_RENAMES: &[(&str, &str)] = &[
 
 /// Fused projections: SAI name ← diffusers parts in concatenation order.
 const FUSED: &[(&str, [&str; 3])] = &[
-    ("x_block.attn.qkv.", ["attn.to_q.", "attn.to_k.", "attn.to_v."]),
-    ("context_block.attn.qkv.", ["attn.add_q_proj.", "attn.add_k_proj.", "attn.add_v_proj."]),
-    ("x_block.attn2.qkv.", ["attn2.to_q.", "attn2.to_k.", "attn2.to_v."]),
+    (
+        "x_block.attn.qkv.",
+        ["attn.to_q.", "attn.to_k.", "attn.to_v."],
+    ),
+    (
+        "context_block.attn.qkv.",
+        ["attn.add_q_proj.", "attn.add_k_proj.", "attn.add_v_proj."],
+    ),
+    (
+        "x_block.attn2.qkv.",
+        ["attn2.to_q.", "attn2.to_k.", "attn2.to_v."],
+    ),
 ];
 
 /// Top-level renames (`MMDIT_MAP_BASIC`); `true` marks diffusers' (scale, shift) order.
 const BASIC: &[(&str, &str, bool)] = &[
     ("context_embedder.", "context_embedder.", false),
-    ("time_text_embed.timestep_embedder.linear_1.", "t_embedder.mlp.0.", false),
-    ("time_text_embed.timestep_embedder.linear_2.", "t_embedder.mlp.2.", false),
-    ("time_text_embed.text_embedder.linear_1.", "y_embedder.mlp.0.", false),
-    ("time_text_embed.text_embedder.linear_2.", "y_embedder.mlp.2.", false),
+    (
+        "time_text_embed.timestep_embedder.linear_1.",
+        "t_embedder.mlp.0.",
+        false,
+    ),
+    (
+        "time_text_embed.timestep_embedder.linear_2.",
+        "t_embedder.mlp.2.",
+        false,
+    ),
+    (
+        "time_text_embed.text_embedder.linear_1.",
+        "y_embedder.mlp.0.",
+        false,
+    ),
+    (
+        "time_text_embed.text_embedder.linear_2.",
+        "y_embedder.mlp.2.",
+        false,
+    ),
     ("pos_embed.proj.", "x_embedder.proj.", false),
     ("norm_out.linear.", "final_layer.adaLN_modulation.1.", true),
     ("proj_out.", "final_layer.linear.", false),
@@ -66,16 +92,31 @@ const BASIC: &[(&str, &str, bool)] = &[
 /// SAI name → diffusers source(s).
 pub(crate) fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
     let mut keys = KeyMap::new();
-    let source = |name: &str| sd.get(name).map(|e| TensorRef { file: e.file, name: name.to_string() });
+    let source = |name: &str| {
+        sd.get(name).map(|e| TensorRef {
+            file: e.file,
+            name: name.to_string(),
+        })
+    };
     for (from, to, swap) in BASIC {
         for (name, entry) in sd.with_prefix(&format!("{prefix}{from}")) {
             let param = &name[prefix.len() + from.len()..];
-            let transform = if *swap { KeyTransform::SwapHalves } else { KeyTransform::Identity };
-            keys.insert(format!("{to}{param}"), KeySource::new(entry.file, name, transform));
+            let transform = if *swap {
+                KeyTransform::SwapHalves
+            } else {
+                KeyTransform::Identity
+            };
+            keys.insert(
+                format!("{to}{param}"),
+                KeySource::new(entry.file, name, transform),
+            );
         }
     }
     if let Some(entry) = sd.get(&format!("{prefix}pos_embed.pos_embed")) {
-        keys.insert("pos_embed".into(), KeySource::identity(entry.file, format!("{prefix}pos_embed.pos_embed")));
+        keys.insert(
+            "pos_embed".into(),
+            KeySource::identity(entry.file, format!("{prefix}pos_embed.pos_embed")),
+        );
     }
     let blocks = sd.count_blocks(&format!("{prefix}transformer_blocks."));
     for i in 0..blocks {
@@ -98,11 +139,16 @@ pub(crate) fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
         }
         for (fused, parts) in FUSED {
             for param in ["weight", "bias"] {
-                let found: Option<Vec<TensorRef>> =
-                    parts.iter().map(|p| source(&format!("{from}{p}{param}"))).collect();
+                let found: Option<Vec<TensorRef>> = parts
+                    .iter()
+                    .map(|p| source(&format!("{from}{p}{param}")))
+                    .collect();
                 if let Some(mut found) = found {
                     let first = found.remove(0);
-                    keys.insert(format!("{to}{fused}{param}"), KeySource::concat_rows(first, found));
+                    keys.insert(
+                        format!("{to}{fused}{param}"),
+                        KeySource::concat_rows(first, found),
+                    );
                 }
             }
         }
@@ -119,7 +165,11 @@ mod tests {
 
     #[test]
     fn diffusers_sd3_maps_onto_sai_names_and_shapes() {
-        for spec in [MmditSpec::sd3_medium(), MmditSpec::sd35_medium(), MmditSpec::sd35_large()] {
+        for spec in [
+            MmditSpec::sd3_medium(),
+            MmditSpec::sd35_medium(),
+            MmditSpec::sd35_large(),
+        ] {
             let diffusers = spec.diffusers();
             let d = detect_keys(&diffusers).unwrap();
             assert_consistent(&d, &[&diffusers.tensors()]);
@@ -137,7 +187,8 @@ mod tests {
             assert_eq!(a.layout, Layout::Diffusers);
             assert_eq!((a.params, &a.facts), (b.params, &b.facts));
             let last = spec.blocks - 1;
-            let swapped = &a.keys[&format!("joint_blocks.{last}.context_block.adaLN_modulation.1.weight")];
+            let swapped =
+                &a.keys[&format!("joint_blocks.{last}.context_block.adaLN_modulation.1.weight")];
             assert_eq!(swapped.transform, KeyTransform::SwapHalves);
             let qkv = &a.keys["joint_blocks.0.x_block.attn.qkv.weight"];
             assert_eq!(qkv.transform, KeyTransform::ConcatRows);

@@ -34,6 +34,13 @@ const LAYER_RENAMES: &[(&str, &str)] = &[
     ("attn.out_proj.", "self_attn.out_proj."),
 ];
 
+/// Top-level renames by prefix, open_clip → transformers (parameters and scaled-fp8 scales).
+const TOP_RENAMES: &[(&str, &str)] = &[
+    ("token_embedding.", "text_model.embeddings.token_embedding."),
+    ("ln_final.", "text_model.final_layer_norm."),
+    ("text_projection.", "text_projection."),
+];
+
 const FUSED_PROJECTIONS: [&str; 3] = ["q_proj", "k_proj", "v_proj"];
 
 /// Transformers name → open_clip source for every tensor under `prefix`.
@@ -43,31 +50,53 @@ pub(crate) fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
         let rest = &name[prefix.len()..];
         let source = |transform| KeySource::new(entry.file, name, transform);
         let top = match rest {
-            "token_embedding.weight" => Some(("text_model.embeddings.token_embedding.weight", KeyTransform::Identity)),
-            "positional_embedding" => Some(("text_model.embeddings.position_embedding.weight", KeyTransform::Identity)),
-            "ln_final.weight" => Some(("text_model.final_layer_norm.weight", KeyTransform::Identity)),
-            "ln_final.bias" => Some(("text_model.final_layer_norm.bias", KeyTransform::Identity)),
-            "text_projection" => Some(("text_projection.weight", KeyTransform::Transpose)),
-            "text_projection.weight" => Some(("text_projection.weight", KeyTransform::Identity)),
-            _ => None,
+            "positional_embedding" => Some((
+                "text_model.embeddings.position_embedding.weight".to_string(),
+                KeyTransform::Identity,
+            )),
+            // open_clip applies `text_projection` as `x @ P`; transformers stores its transpose.
+            "text_projection" => Some((
+                "text_projection.weight".to_string(),
+                KeyTransform::Transpose,
+            )),
+            _ => TOP_RENAMES.iter().find_map(|(from, to)| {
+                rest.strip_prefix(from)
+                    .map(|param| (format!("{to}{param}"), KeyTransform::Identity))
+            }),
         };
         if let Some((internal, transform)) = top {
-            keys.insert(internal.into(), source(transform));
+            keys.insert(internal, source(transform));
             continue;
         }
-        let Some(block) = rest.strip_prefix("transformer.resblocks.") else { continue };
-        let Some((layer, param)) = block.split_once('.') else { continue };
+        let Some(block) = rest.strip_prefix("transformer.resblocks.") else {
+            continue;
+        };
+        let Some((layer, param)) = block.split_once('.') else {
+            continue;
+        };
         if layer.parse::<u32>().is_err() {
             continue;
         }
         let to = format!("text_model.encoder.layers.{layer}.");
         if let Some(kind) = param.strip_prefix("attn.in_proj_") {
             for (part, projection) in FUSED_PROJECTIONS.iter().enumerate() {
-                let transform = KeyTransform::SliceRows { part, parts: FUSED_PROJECTIONS.len() };
-                keys.insert(format!("{to}self_attn.{projection}.{kind}"), source(transform));
+                let transform = KeyTransform::SliceRows {
+                    part,
+                    parts: FUSED_PROJECTIONS.len(),
+                };
+                keys.insert(
+                    format!("{to}self_attn.{projection}.{kind}"),
+                    source(transform),
+                );
             }
-        } else if let Some((from, renamed)) = LAYER_RENAMES.iter().find(|(from, _)| param.starts_with(from)) {
-            keys.insert(format!("{to}{renamed}{}", &param[from.len()..]), source(KeyTransform::Identity));
+        } else if let Some((from, renamed)) = LAYER_RENAMES
+            .iter()
+            .find(|(from, _)| param.starts_with(from))
+        {
+            keys.insert(
+                format!("{to}{renamed}{}", &param[from.len()..]),
+                source(KeyTransform::Identity),
+            );
         }
     }
     add_scaled_fp8_marker(&mut keys, sd, prefix);
@@ -83,7 +112,11 @@ mod tests {
     #[test]
     fn open_clip_g_and_h_map_onto_transformers_names() {
         for (spec, arch, kind) in [
-            (ClipSpec::h(), Architecture::OpenClipH, ComponentKind::OpenClipH),
+            (
+                ClipSpec::h(),
+                Architecture::OpenClipH,
+                ComponentKind::OpenClipH,
+            ),
             (ClipSpec::g(), Architecture::ClipG, ComponentKind::ClipG),
         ] {
             let keys = spec.open_clip();
@@ -100,7 +133,10 @@ mod tests {
                 a.keys["text_model.encoder.layers.3.self_attn.v_proj.bias"].transform,
                 KeyTransform::SliceRows { part: 2, parts: 3 }
             );
-            assert_eq!(a.keys["text_projection.weight"].transform, KeyTransform::Transpose);
+            assert_eq!(
+                a.keys["text_projection.weight"].transform,
+                KeyTransform::Transpose
+            );
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use kiln_weights::StorageDType;
+use kiln_weights::{StorageDType, TensorInfo};
 
 use crate::input::{FileTensors, TensorValues};
 use crate::DetectError;
@@ -54,7 +54,9 @@ impl<'a> StateDict<'a> {
         let mut metadata = Vec::new();
         let mut config = None;
         for &index in members {
-            let Some(file) = files.get(index) else { continue };
+            let Some(file) = files.get(index) else {
+                continue;
+            };
             if let Some(v) = file.values {
                 values.insert(index, v);
             }
@@ -64,15 +66,12 @@ impl<'a> StateDict<'a> {
             config = config.or(file.config);
             for tensor in file.tensors {
                 let name: &'a str = tensor.name.as_str();
-                let mut shape: Vec<u64> = tensor.shape.iter().map(|&d| d as u64).collect();
-                if let Some(original) = file
-                    .metadata
-                    .and_then(|m| m.get(&format!("{GGUF_ORIG_SHAPE}{name}")))
-                    .and_then(|text| parse_shape(text))
-                {
-                    shape = original;
-                }
-                let entry = Entry { file: index, dtype: tensor.dtype, shape };
+                let shape = logical_shape(tensor, file.metadata);
+                let entry = Entry {
+                    file: index,
+                    dtype: tensor.dtype,
+                    shape,
+                };
                 if entries.insert(name, entry).is_some() {
                     return Err(DetectError::DuplicateTensor {
                         file: label.to_path_buf(),
@@ -81,7 +80,13 @@ impl<'a> StateDict<'a> {
                 }
             }
         }
-        Ok(Self { label: label.to_path_buf(), entries, values, metadata, config })
+        Ok(Self {
+            label: label.to_path_buf(),
+            entries,
+            values,
+            metadata,
+            config,
+        })
     }
 
     /// The file (or component folder) this state dict came from, for messages.
@@ -127,7 +132,9 @@ impl<'a> StateDict<'a> {
     /// How many consecutive numbered blocks `{prefix}0.`, `{prefix}1.`, … exist (ComfyUI's
     /// `count_blocks`).
     pub(crate) fn count_blocks(&self, prefix: &str) -> usize {
-        (0..).take_while(|n| self.any_with_prefix(&format!("{prefix}{n}."))).count()
+        (0..)
+            .take_while(|n| self.any_with_prefix(&format!("{prefix}{n}.")))
+            .count()
     }
 
     /// The tensor's values as `f32`, when the caller supplied a value reader for its file.
@@ -137,13 +144,29 @@ impl<'a> StateDict<'a> {
 
     /// A metadata value from any of the member files.
     pub(crate) fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata.iter().find_map(|m| m.get(key)).map(String::as_str)
+        self.metadata
+            .iter()
+            .find_map(|m| m.get(key))
+            .map(String::as_str)
     }
 
     /// The diffusers `config.json` `_class_name`, when known.
     pub(crate) fn config_class(&self) -> Option<&str> {
         self.config?.get("_class_name")?.as_str()
     }
+}
+
+/// A tensor's shape as the model sees it: city96's GGUF files store some tensors flattened and
+/// record the real shape in their metadata.
+pub(crate) fn logical_shape(
+    tensor: &TensorInfo,
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Vec<u64> {
+    metadata
+        .and_then(|m| m.get(&format!("{GGUF_ORIG_SHAPE}{}", tensor.name)))
+        .and_then(|text| parse_shape(text))
+        .filter(|shape| elements(shape) == tensor.elements())
+        .unwrap_or_else(|| tensor.shape.iter().map(|&d| d as u64).collect())
 }
 
 /// Reads a shape written as a list of integers (`[3072, 64]`, `3072,64`, `(3072, 64)`).
@@ -160,7 +183,7 @@ fn parse_shape(text: &str) -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::tensor;
+    use crate::testing::tensor;
 
     #[test]
     fn count_blocks_stops_at_the_first_gap() {
@@ -181,7 +204,10 @@ mod tests {
     fn gguf_original_shapes_replace_flattened_ones() {
         let tensors = vec![tensor("proj_in.weight", &[320, 320])];
         let mut meta = BTreeMap::new();
-        meta.insert(format!("{GGUF_ORIG_SHAPE}proj_in.weight"), "[320, 320, 1, 1]".to_string());
+        meta.insert(
+            format!("{GGUF_ORIG_SHAPE}proj_in.weight"),
+            "[320, 320, 1, 1]".to_string(),
+        );
         let files = [FileTensors::new(Path::new("x"), &tensors).with_metadata(&meta)];
         let sd = StateDict::build(Path::new("x"), &files, &[0]).unwrap();
         assert_eq!(sd.shape("proj_in.weight"), Some(&[320, 320, 1, 1][..]));
@@ -191,8 +217,13 @@ mod tests {
     fn duplicate_names_across_shards_are_an_error() {
         let a = vec![tensor("w", &[1])];
         let b = vec![tensor("w", &[1])];
-        let files = [FileTensors::new(Path::new("a"), &a), FileTensors::new(Path::new("b"), &b)];
-        let err = StateDict::build(Path::new("dir"), &files, &[0, 1]).err().unwrap();
+        let files = [
+            FileTensors::new(Path::new("a"), &a),
+            FileTensors::new(Path::new("b"), &b),
+        ];
+        let err = StateDict::build(Path::new("dir"), &files, &[0, 1])
+            .err()
+            .unwrap();
         assert!(matches!(err, DetectError::DuplicateTensor { ref tensor, .. } if tensor == "w"));
     }
 }

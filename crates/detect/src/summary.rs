@@ -25,8 +25,11 @@ pub(crate) fn summarise(sd: &StateDict<'_>) -> String {
     }
     let mut top: Vec<(&str, usize)> = counts.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let listed: Vec<String> =
-        top.iter().take(TOP_PREFIXES).map(|(prefix, n)| format!("`{prefix}` ({n})")).collect();
+    let listed: Vec<String> = top
+        .iter()
+        .take(TOP_PREFIXES)
+        .map(|(prefix, n)| format!("`{prefix}` ({n})"))
+        .collect();
     let mut summary = format!("{} tensors; top prefixes: {}", sd.len(), listed.join(", "));
     for key in METADATA_HINTS {
         if let Some(value) = sd.metadata(key) {

@@ -107,7 +107,10 @@ impl ComponentKind {
 
     /// True for the text encoders.
     pub fn is_text_encoder(self) -> bool {
-        matches!(self, Self::ClipL | Self::ClipG | Self::OpenClipH | Self::T5xxl)
+        matches!(
+            self,
+            Self::ClipL | Self::ClipG | Self::OpenClipH | Self::T5xxl
+        )
     }
 }
 
@@ -169,7 +172,12 @@ pub struct KeySource {
 impl KeySource {
     /// A stored tensor used through `transform`.
     pub fn new(file: usize, name: impl Into<String>, transform: KeyTransform) -> Self {
-        Self { file, name: name.into(), transform, concat: Vec::new() }
+        Self {
+            file,
+            name: name.into(),
+            transform,
+            concat: Vec::new(),
+        }
     }
 
     /// A stored tensor used as it is.
@@ -179,13 +187,21 @@ impl KeySource {
 
     /// `first` followed by `rest`, concatenated along dimension 0.
     pub fn concat_rows(first: TensorRef, rest: Vec<TensorRef>) -> Self {
-        Self { file: first.file, name: first.name, transform: KeyTransform::ConcatRows, concat: rest }
+        Self {
+            file: first.file,
+            name: first.name,
+            transform: KeyTransform::ConcatRows,
+            concat: rest,
+        }
     }
 
     /// Every stored tensor this internal tensor is read from, in order.
     pub fn tensors(&self) -> impl Iterator<Item = (usize, &str)> {
-        std::iter::once((self.file, self.name.as_str()))
-            .chain(self.concat.iter().map(|part| (part.file, part.name.as_str())))
+        std::iter::once((self.file, self.name.as_str())).chain(
+            self.concat
+                .iter()
+                .map(|part| (part.file, part.name.as_str())),
+        )
     }
 }
 
@@ -212,50 +228,6 @@ pub enum KeyTransform {
     /// The source tensor and every tensor in [`KeySource::concat`] are concatenated along
     /// dimension 0 (diffusers' separate `to_q`/`to_k`/`to_v` become one fused `qkv`).
     ConcatRows,
-}
-
-impl KeyTransform {
-    /// The internal tensor's shape, given the stored shapes of its sources in order; `None` when
-    /// the stored shapes do not fit the transform.
-    pub fn apply_to_shape(self, sources: &[&[u64]]) -> Option<Vec<u64>> {
-        let first = *sources.first()?;
-        match self {
-            Self::Identity => Some(first.to_vec()),
-            Self::SliceRows { part, parts } => {
-                let rows = *first.first()?;
-                let parts = parts as u64;
-                if parts == 0 || part as u64 >= parts || rows % parts != 0 {
-                    return None;
-                }
-                let mut shape = first.to_vec();
-                shape[0] = rows / parts;
-                Some(shape)
-            }
-            Self::LinearToConv1x1 => match first {
-                [out, inp] => Some(vec![*out, *inp, 1, 1]),
-                [_, _, 1, 1] => Some(first.to_vec()),
-                _ => None,
-            },
-            Self::Transpose => match first {
-                [rows, cols] => Some(vec![*cols, *rows]),
-                _ => None,
-            },
-            Self::SwapHalves => (first.first()? % 2 == 0).then(|| first.to_vec()),
-            Self::ConcatRows => {
-                let tail = first.get(1..)?;
-                let mut rows = 0u64;
-                for shape in sources {
-                    if shape.get(1..)? != tail {
-                        return None;
-                    }
-                    rows = rows.checked_add(*shape.first()?)?;
-                }
-                let mut shape = first.to_vec();
-                shape[0] = rows;
-                Some(shape)
-            }
-        }
-    }
 }
 
 /// Internal tensor name → where it is stored. Sorted, so listings are stable.

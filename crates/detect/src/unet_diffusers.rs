@@ -16,9 +16,13 @@ impl DiffusionDetector for DiffusersUnet {
     }
 
     fn matches(&self, sd: &StateDict<'_>, prefix: &str) -> bool {
-        ["conv_in.weight", "down_blocks.0.resnets.0.conv1.weight", "time_embedding.linear_1.weight"]
-            .iter()
-            .all(|k| sd.contains(&format!("{prefix}{k}")))
+        [
+            "conv_in.weight",
+            "down_blocks.0.resnets.0.conv1.weight",
+            "time_embedding.linear_1.weight",
+        ]
+        .iter()
+        .all(|k| sd.contains(&format!("{prefix}{k}")))
     }
 
     fn detect(&self, sd: &StateDict<'_>, prefix: &str) -> Result<FoundDiffusion, DetectError> {
@@ -67,8 +71,16 @@ fn block_table(sd: &StateDict<'_>, prefix: &str) -> Vec<(String, String, Inner)>
     for level in 0..sd.count_blocks(&format!("{prefix}down_blocks.")) {
         let down = format!("down_blocks.{level}.");
         for i in 0..sd.count_blocks(&format!("{prefix}{down}resnets.")) {
-            table.push((format!("{down}resnets.{i}."), format!("input_blocks.{n}.0."), Inner::Resnet));
-            table.push((format!("{down}attentions.{i}."), format!("input_blocks.{n}.1."), Inner::Same));
+            table.push((
+                format!("{down}resnets.{i}."),
+                format!("input_blocks.{n}.0."),
+                Inner::Resnet,
+            ));
+            table.push((
+                format!("{down}attentions.{i}."),
+                format!("input_blocks.{n}.1."),
+                Inner::Same,
+            ));
             n += 1;
         }
         let downsampler = format!("{down}downsamplers.0.conv.");
@@ -78,20 +90,36 @@ fn block_table(sd: &StateDict<'_>, prefix: &str) -> Vec<(String, String, Inner)>
         }
     }
 
-    table.push(("mid_block.resnets.0.".into(), "middle_block.0.".into(), Inner::Resnet));
+    table.push((
+        "mid_block.resnets.0.".into(),
+        "middle_block.0.".into(),
+        Inner::Resnet,
+    ));
     let mut middle = 1;
     if sd.any_with_prefix(&format!("{prefix}mid_block.attentions.0.")) {
-        table.push(("mid_block.attentions.0.".into(), "middle_block.1.".into(), Inner::Same));
+        table.push((
+            "mid_block.attentions.0.".into(),
+            "middle_block.1.".into(),
+            Inner::Same,
+        ));
         middle = 2;
     }
-    table.push(("mid_block.resnets.1.".into(), format!("middle_block.{middle}."), Inner::Resnet));
+    table.push((
+        "mid_block.resnets.1.".into(),
+        format!("middle_block.{middle}."),
+        Inner::Resnet,
+    ));
 
     let mut n = 0;
     for level in 0..sd.count_blocks(&format!("{prefix}up_blocks.")) {
         let up = format!("up_blocks.{level}.");
         let resnets = sd.count_blocks(&format!("{prefix}{up}resnets."));
         for i in 0..resnets {
-            table.push((format!("{up}resnets.{i}."), format!("output_blocks.{n}.0."), Inner::Resnet));
+            table.push((
+                format!("{up}resnets.{i}."),
+                format!("output_blocks.{n}.0."),
+                Inner::Resnet,
+            ));
             let attention = format!("{up}attentions.{i}.");
             let has_attention = sd.any_with_prefix(&format!("{prefix}{attention}"));
             table.push((attention, format!("output_blocks.{n}.1."), Inner::Same));
@@ -115,7 +143,9 @@ pub(crate) fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
     let mut keys = KeyMap::new();
     for (name, entry) in sd.with_prefix(prefix) {
         let rest = &name[prefix.len()..];
-        let Some((from, to, inner)) = table.iter().find(|(from, _, _)| rest.starts_with(from.as_str()))
+        let Some((from, to, inner)) = table
+            .iter()
+            .find(|(from, _, _)| rest.starts_with(from.as_str()))
         else {
             continue;
         };
@@ -127,7 +157,10 @@ pub(crate) fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
                 .find_map(|(d, l)| tail.strip_prefix(d).map(|param| format!("{l}{param}"))),
         };
         if let Some(renamed) = renamed {
-            keys.insert(format!("{to}{renamed}"), KeySource::identity(entry.file, name));
+            keys.insert(
+                format!("{to}{renamed}"),
+                KeySource::identity(entry.file, name),
+            );
         }
     }
     add_scaled_fp8_marker(&mut keys, sd, prefix);
@@ -166,7 +199,10 @@ mod tests {
     fn diffusers_sd15_maps_onto_ldm_names() {
         same_internal_names_as_ldm(&UnetSpec::sd15());
         let d = detect_keys(&UnetSpec::sd15().diffusers()).unwrap();
-        assert_eq!((d.architecture, d.prediction), (Architecture::Sd1, Some(Prediction::Eps)));
+        assert_eq!(
+            (d.architecture, d.prediction),
+            (Architecture::Sd1, Some(Prediction::Eps))
+        );
     }
 
     #[test]
@@ -175,17 +211,26 @@ mod tests {
         same_internal_names_as_ldm(&UnetSpec::sdxl());
         same_internal_names_as_ldm(&UnetSpec::refiner());
         let d = detect_keys(&UnetSpec::sdxl().diffusers()).unwrap();
-        assert_eq!((d.architecture, d.variant.as_str()), (Architecture::Sdxl, "base"));
+        assert_eq!(
+            (d.architecture, d.variant.as_str()),
+            (Architecture::Sdxl, "base")
+        );
     }
 
     #[test]
     fn diffusers_ssd1b_without_middle_attention_maps_sequentially() {
-        let spec = UnetSpec { depth: vec![0, 2, 4], middle_depth: 0, ..UnetSpec::sdxl() };
+        let spec = UnetSpec {
+            depth: vec![0, 2, 4],
+            middle_depth: 0,
+            ..UnetSpec::sdxl()
+        };
         same_internal_names_as_ldm(&spec);
         let d = detect_keys(&spec.diffusers()).unwrap();
         assert_eq!(d.variant, "SSD-1B");
         let names = internal_names(&d, ComponentKind::DiffusionModel);
-        assert!(names.iter().any(|n| n.starts_with("middle_block.1.in_layers.")));
+        assert!(names
+            .iter()
+            .any(|n| n.starts_with("middle_block.1.in_layers.")));
         assert!(!names.iter().any(|n| n.starts_with("middle_block.2.")));
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::component::{self, identity_map};
-use crate::detector::{location, prefixes_of, variant_name, ComponentDetector, Finding, FoundComponent};
+use crate::detector::{
+    location, prefixes_of, variant_name, ComponentDetector, Finding, FoundComponent,
+};
 use crate::mapped::MappedView;
 use crate::state_dict::StateDict;
 use crate::{Architecture, ComponentKind, DetectError, KeyMap, Layout};
@@ -25,8 +27,18 @@ impl ComponentDetector for LdmVae {
     fn find(&self, sd: &StateDict<'_>) -> Result<Vec<Finding>, DetectError> {
         Ok(vae_prefixes(sd)
             .into_iter()
-            .filter(|p| sd.any_with_prefix(&format!("{p}encoder.down.")) || sd.any_with_prefix(&format!("{p}decoder.up.")))
-            .map(|prefix| finish(sd, &prefix, identity_map(sd, &prefix, VAE_MODULES), Layout::Ldm))
+            .filter(|p| {
+                sd.any_with_prefix(&format!("{p}encoder.down."))
+                    || sd.any_with_prefix(&format!("{p}decoder.up."))
+            })
+            .map(|prefix| {
+                finish(
+                    sd,
+                    &prefix,
+                    identity_map(sd, &prefix, VAE_MODULES),
+                    Layout::Ldm,
+                )
+            })
             .collect())
     }
 }
@@ -58,16 +70,26 @@ pub(crate) fn finish(sd: &StateDict<'_>, prefix: &str, keys: KeyMap, layout: Lay
     facts.insert("latent_channels".into(), latent);
     facts.insert("base_channels".into(), base);
     facts.insert("levels".into(), view.count_blocks("decoder.up.") as u64);
-    facts.insert("quant_conv".into(), u64::from(view.contains("post_quant_conv.weight")));
+    facts.insert(
+        "quant_conv".into(),
+        u64::from(view.contains("post_quant_conv.weight")),
+    );
     let mut notes = Vec::new();
     if !view.contains("encoder.conv_in.weight") {
-        notes.push(format!("the VAE at {} has no encoder: it can decode but not encode", location(sd, prefix)));
+        notes.push(format!(
+            "the VAE at {} has no encoder: it can decode but not encode",
+            location(sd, prefix)
+        ));
     }
     let component = component::build(ComponentKind::Vae, layout, prefix, keys, facts, sd);
     Finding::Component(FoundComponent {
         component,
         standalone: Architecture::Vae,
-        variant: variant_name(&format!("{latent}-channel"), base == STANDARD_BASE_CHANNELS, base),
+        variant: variant_name(
+            &format!("{latent}-channel"),
+            base == STANDARD_BASE_CHANNELS,
+            base,
+        ),
         notes,
     })
 }
@@ -80,11 +102,17 @@ mod tests {
 
     #[test]
     fn four_and_sixteen_channel_vaes() {
-        for (spec, variant) in [(VaeSpec::sd(), "4-channel"), (VaeSpec::flux(), "16-channel")] {
+        for (spec, variant) in [
+            (VaeSpec::sd(), "4-channel"),
+            (VaeSpec::flux(), "16-channel"),
+        ] {
             let keys = spec.ldm();
             let d = detect_keys(&keys).unwrap();
             assert_consistent(&d, &[&keys.tensors()]);
-            assert_eq!((d.architecture, d.variant.as_str(), d.prediction), (Architecture::Vae, variant, None));
+            assert_eq!(
+                (d.architecture, d.variant.as_str(), d.prediction),
+                (Architecture::Vae, variant, None)
+            );
             let c = d.component(ComponentKind::Vae).unwrap();
             assert_eq!(c.facts["latent_channels"], spec.latent);
             assert_eq!(c.facts["levels"], 4);
@@ -103,8 +131,14 @@ mod tests {
         keys.0.retain(|(n, _)| !n.contains("decoder."));
         match detect_keys(&keys).unwrap_err() {
             DetectError::Unrecognised { recognised, .. } => {
-                assert!(recognised[0].contains("4-channel VAE-like encoder but no decoder"), "{recognised:?}");
-                assert!(recognised[0].contains("first_stage_model."), "{recognised:?}");
+                assert!(
+                    recognised[0].contains("4-channel VAE-like encoder but no decoder"),
+                    "{recognised:?}"
+                );
+                assert!(
+                    recognised[0].contains("first_stage_model."),
+                    "{recognised:?}"
+                );
             }
             other => panic!("{other}"),
         }

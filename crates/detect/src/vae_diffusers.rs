@@ -47,14 +47,19 @@ const ATTENTION_RENAMES: &[(&str, &str)] = &[
 fn translate(rest: &str, up_levels: usize) -> Option<(String, bool)> {
     let resnet = |param: &str| param.replace("conv_shortcut.", "nin_shortcut.");
     for stack in ["encoder.", "decoder."] {
-        let Some(inner) = rest.strip_prefix(stack) else { continue };
+        let Some(inner) = rest.strip_prefix(stack) else {
+            continue;
+        };
         let translated = if let Some(x) = inner.strip_prefix("down_blocks.") {
             let (level, tail) = x.split_once('.')?;
             if let Some(t) = tail.strip_prefix("resnets.") {
                 let (block, param) = t.split_once('.')?;
                 format!("down.{level}.block.{block}.{}", resnet(param))
             } else {
-                format!("down.{level}.downsample.{}", tail.strip_prefix("downsamplers.0.")?)
+                format!(
+                    "down.{level}.downsample.{}",
+                    tail.strip_prefix("downsamplers.0.")?
+                )
             }
         } else if let Some(x) = inner.strip_prefix("up_blocks.") {
             let (level, tail) = x.split_once('.')?;
@@ -63,13 +68,22 @@ fn translate(rest: &str, up_levels: usize) -> Option<(String, bool)> {
                 let (block, param) = t.split_once('.')?;
                 format!("up.{ldm_level}.block.{block}.{}", resnet(param))
             } else {
-                format!("up.{ldm_level}.upsample.{}", tail.strip_prefix("upsamplers.0.")?)
+                format!(
+                    "up.{ldm_level}.upsample.{}",
+                    tail.strip_prefix("upsamplers.0.")?
+                )
             }
         } else if let Some(t) = inner.strip_prefix("mid_block.resnets.") {
             let (index, param) = t.split_once('.')?;
-            format!("mid.block_{}.{}", index.parse::<usize>().ok()? + 1, resnet(param))
+            format!(
+                "mid.block_{}.{}",
+                index.parse::<usize>().ok()? + 1,
+                resnet(param)
+            )
         } else if let Some(t) = inner.strip_prefix("mid_block.attentions.0.") {
-            let (from, to) = ATTENTION_RENAMES.iter().find(|(from, _)| t.starts_with(from))?;
+            let (from, to) = ATTENTION_RENAMES
+                .iter()
+                .find(|(from, _)| t.starts_with(from))?;
             let param = &t[from.len()..];
             let projection = *to != "norm." && param == "weight";
             return Some((format!("{stack}mid.attn_1.{to}{param}"), projection));
@@ -82,7 +96,8 @@ fn translate(rest: &str, up_levels: usize) -> Option<(String, bool)> {
         };
         return Some((format!("{stack}{translated}"), false));
     }
-    (rest.starts_with("quant_conv.") || rest.starts_with("post_quant_conv.")).then(|| (rest.to_string(), false))
+    (rest.starts_with("quant_conv.") || rest.starts_with("post_quant_conv."))
+        .then(|| (rest.to_string(), false))
 }
 
 /// LDM name → diffusers source for every VAE tensor under `prefix`.
@@ -90,7 +105,9 @@ pub(crate) fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
     let up_levels = sd.count_blocks(&format!("{prefix}decoder.up_blocks."));
     let mut keys = KeyMap::new();
     for (name, entry) in sd.with_prefix(prefix) {
-        let Some((internal, projection)) = translate(&name[prefix.len()..], up_levels) else { continue };
+        let Some((internal, projection)) = translate(&name[prefix.len()..], up_levels) else {
+            continue;
+        };
         let transform = if projection && entry.shape.len() == 2 {
             KeyTransform::LinearToConv1x1
         } else {
@@ -110,20 +127,42 @@ mod tests {
 
     #[test]
     fn diffusers_vae_maps_onto_ldm_names_and_shapes() {
-        for spec in [VaeSpec::sd(), VaeSpec::flux(), VaeSpec { old_attention_names: true, ..VaeSpec::sd() }] {
+        for spec in [
+            VaeSpec::sd(),
+            VaeSpec::flux(),
+            VaeSpec {
+                old_attention_names: true,
+                ..VaeSpec::sd()
+            },
+        ] {
             let keys = spec.diffusers();
             let d = detect_keys(&keys).unwrap();
             assert_consistent(&d, &[&keys.tensors()]);
             assert_eq!(d.unclaimed_keys, 0);
             let ldm = detect_keys(&spec.ldm()).unwrap();
             assert_eq!(d.variant, ldm.variant);
-            assert_eq!(internal_names(&d, ComponentKind::Vae), internal_names(&ldm, ComponentKind::Vae));
-            let (a, b) = (d.component(ComponentKind::Vae).unwrap(), ldm.component(ComponentKind::Vae).unwrap());
+            assert_eq!(
+                internal_names(&d, ComponentKind::Vae),
+                internal_names(&ldm, ComponentKind::Vae)
+            );
+            let (a, b) = (
+                d.component(ComponentKind::Vae).unwrap(),
+                ldm.component(ComponentKind::Vae).unwrap(),
+            );
             assert_eq!(a.layout, Layout::Diffusers);
             assert_eq!((a.params, &a.facts), (b.params, &b.facts));
-            assert_eq!(a.keys["decoder.mid.attn_1.q.weight"].transform, KeyTransform::LinearToConv1x1);
-            assert_eq!(a.keys["decoder.mid.attn_1.q.bias"].transform, KeyTransform::Identity);
-            assert_eq!(a.keys["decoder.up.3.upsample.conv.weight"].name, "decoder.up_blocks.0.upsamplers.0.conv.weight");
+            assert_eq!(
+                a.keys["decoder.mid.attn_1.q.weight"].transform,
+                KeyTransform::LinearToConv1x1
+            );
+            assert_eq!(
+                a.keys["decoder.mid.attn_1.q.bias"].transform,
+                KeyTransform::Identity
+            );
+            assert_eq!(
+                a.keys["decoder.up.3.upsample.conv.weight"].name,
+                "decoder.up_blocks.0.upsamplers.0.conv.weight"
+            );
         }
     }
 }

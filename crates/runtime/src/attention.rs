@@ -22,11 +22,17 @@ fn fused_enabled(request: AttentionRequest, device: &CapabilityProfile) -> bool 
 }
 
 /// The diffusion model's kernel when nothing more specific applies.
-fn diffusion_default(request: AttentionRequest, device: &CapabilityProfile) -> (AttentionKernel, String) {
+fn diffusion_default(
+    request: AttentionRequest,
+    device: &CapabilityProfile,
+) -> (AttentionKernel, String) {
     let label = device.label();
     if fused_enabled(request, device) {
         if device.fused_attention {
-            return (AttentionKernel::Fused, format!("fused attention on {label}"));
+            return (
+                AttentionKernel::Fused,
+                format!("fused attention on {label}"),
+            );
         }
         return (
             AttentionKernel::SubQuadratic,
@@ -35,7 +41,10 @@ fn diffusion_default(request: AttentionRequest, device: &CapabilityProfile) -> (
     }
     (
         AttentionKernel::SubQuadratic,
-        format!("sub-quadratic attention (ComfyUI default on {})", device.backend),
+        format!(
+            "sub-quadratic attention (ComfyUI default on {})",
+            device.backend
+        ),
     )
 }
 
@@ -84,7 +93,10 @@ pub(crate) fn choose(
         },
         ComponentKind::Vae => {
             if fused_enabled(request, device) && device.fused_attention {
-                (AttentionKernel::Fused, format!("fused VAE attention on {label}"))
+                (
+                    AttentionKernel::Fused,
+                    format!("fused VAE attention on {label}"),
+                )
             } else {
                 (
                     AttentionKernel::Split,
@@ -97,7 +109,10 @@ pub(crate) fn choose(
         | ComponentKind::OpenClipH
         | ComponentKind::T5xxl => {
             if fused_enabled(request, device) && device.fused_attention {
-                (AttentionKernel::Fused, format!("fused attention on {label}"))
+                (
+                    AttentionKernel::Fused,
+                    format!("fused attention on {label}"),
+                )
             } else {
                 (
                     AttentionKernel::Plain,
@@ -128,10 +143,9 @@ pub(crate) fn upcast(
             Some("f32 softmax (--force-upcast-attention)".to_string()),
         ),
         UpcastRequest::Auto => match macos {
-            Some(version) if version.at_least(14, 5) => (
-                true,
-                Some(format!("f32 softmax (macOS {version} ≥ 14.5)")),
-            ),
+            Some(version) if version.at_least(14, 5) => {
+                (true, Some(format!("f32 softmax (macOS {version} ≥ 14.5)")))
+            }
             _ if device.backend == BackendKind::Cpu => {
                 (true, Some("f32 softmax (f16 on the CPU)".to_string()))
             }
@@ -158,11 +172,26 @@ mod tests {
     #[test]
     fn defaults_per_backend_and_component() {
         let dm = ComponentKind::DiffusionModel;
-        assert_eq!(choose(dm, AttentionRequest::Auto, &cpu()).0, AttentionKernel::SubQuadratic);
-        assert_eq!(choose(dm, AttentionRequest::Auto, &cuda(8, 6)).0, AttentionKernel::Fused);
-        assert_eq!(choose(ComponentKind::Vae, AttentionRequest::Auto, &cpu()).0, AttentionKernel::Split);
-        assert_eq!(choose(ComponentKind::ClipL, AttentionRequest::Auto, &cpu()).0, AttentionKernel::Plain);
-        assert_eq!(choose(ComponentKind::T5xxl, AttentionRequest::Auto, &cuda(9, 0)).0, AttentionKernel::Fused);
+        assert_eq!(
+            choose(dm, AttentionRequest::Auto, &cpu()).0,
+            AttentionKernel::SubQuadratic
+        );
+        assert_eq!(
+            choose(dm, AttentionRequest::Auto, &cuda(8, 6)).0,
+            AttentionKernel::Fused
+        );
+        assert_eq!(
+            choose(ComponentKind::Vae, AttentionRequest::Auto, &cpu()).0,
+            AttentionKernel::Split
+        );
+        assert_eq!(
+            choose(ComponentKind::ClipL, AttentionRequest::Auto, &cpu()).0,
+            AttentionKernel::Plain
+        );
+        assert_eq!(
+            choose(ComponentKind::T5xxl, AttentionRequest::Auto, &cuda(9, 0)).0,
+            AttentionKernel::Fused
+        );
         let (kernel, why) = choose(dm, AttentionRequest::Auto, &cuda(7, 5));
         assert_eq!(kernel, AttentionKernel::SubQuadratic);
         assert!(why.contains("no fused"));
@@ -171,8 +200,14 @@ mod tests {
     #[test]
     fn requests_fall_back_with_reasons() {
         let dm = ComponentKind::DiffusionModel;
-        assert_eq!(choose(dm, AttentionRequest::Split, &cuda(8, 6)).0, AttentionKernel::Split);
-        assert_eq!(choose(dm, AttentionRequest::Flash, &cuda(8, 0)).0, AttentionKernel::Flash);
+        assert_eq!(
+            choose(dm, AttentionRequest::Split, &cuda(8, 6)).0,
+            AttentionKernel::Split
+        );
+        assert_eq!(
+            choose(dm, AttentionRequest::Flash, &cuda(8, 0)).0,
+            AttentionKernel::Flash
+        );
         let (kernel, why) = choose(dm, AttentionRequest::Flash, &cuda(7, 5));
         assert_eq!(kernel, AttentionKernel::SubQuadratic);
         assert!(why.contains("sm80"));
@@ -183,7 +218,10 @@ mod tests {
         assert_eq!(kernel, AttentionKernel::Fused);
         assert!(why.contains("sage"));
         // The split flag disables SDPA for the VAE too.
-        assert_eq!(choose(ComponentKind::Vae, AttentionRequest::Split, &cuda(8, 6)).0, AttentionKernel::Split);
+        assert_eq!(
+            choose(ComponentKind::Vae, AttentionRequest::Split, &cuda(8, 6)).0,
+            AttentionKernel::Split
+        );
     }
 
     #[test]
@@ -191,7 +229,15 @@ mod tests {
         let mac = Some(MacOsVersion::new(14, 5));
         let gpu = cuda(8, 6);
         assert!(upcast(UpcastRequest::Auto, DType::F16, &gpu, mac).0);
-        assert!(!upcast(UpcastRequest::Auto, DType::F16, &gpu, Some(MacOsVersion::new(14, 4))).0);
+        assert!(
+            !upcast(
+                UpcastRequest::Auto,
+                DType::F16,
+                &gpu,
+                Some(MacOsVersion::new(14, 4))
+            )
+            .0
+        );
         assert!(!upcast(UpcastRequest::Auto, DType::BF16, &gpu, mac).0);
         assert!(upcast(UpcastRequest::Auto, DType::F16, &cpu(), None).0);
         assert!(!upcast(UpcastRequest::Never, DType::F16, &cpu(), mac).0);

@@ -197,6 +197,7 @@ pub struct CapabilityProfile {
     /// `(from, to)` conversions that run on the device.
     pub casts: BTreeSet<(StorageDType, StorageDType)>,
     /// GGML types candle's quantised matmul handles on this device.
+    #[serde(serialize_with = "serialize_gguf")]
     pub quantized: BTreeSet<GgufType>,
     /// The hardware multiplies fp8 directly (sm89+). Candle has no fp8 gemm, so this is reported
     /// but never used as a compute dtype.
@@ -229,6 +230,13 @@ fn serialize_computes<S: Serializer>(
         .map(|(family, dtypes)| (*family, dtypes.iter().map(|d| d.as_str()).collect()))
         .collect();
     named.serialize(serializer)
+}
+
+fn serialize_gguf<S: Serializer>(
+    types: &BTreeSet<GgufType>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(types.iter().map(|g| g.name()))
 }
 
 /// The float storage dtypes candle can convert between on a device.

@@ -74,6 +74,21 @@ pub(crate) fn is_eight_bit(dtype: StorageDType) -> bool {
     dtype.is_fp8() || is_quantized(dtype)
 }
 
+/// The storage dtype a component is planned by: ComfyUI's `weight_dtype` (the dtype holding the
+/// most elements, GGUF's plain types read as floats), except that a component with any GGUF block
+/// quantisation is planned as GGUF, by its most common quantisation. Small GGUF models keep most
+/// elements in f16 (rows too short for K-quant blocks), yet their quantised layers must stay
+/// quantised.
+pub(crate) fn dominant_storage(component: &Component) -> StorageDType {
+    component
+        .dtypes
+        .iter()
+        .filter(|(dtype, _)| is_quantized(**dtype))
+        .max_by_key(|(_, elements)| **elements)
+        .map(|(dtype, _)| *dtype)
+        .unwrap_or_else(|| plain_float(component.dominant_dtype))
+}
+
 /// The candle dtype of a plain float storage dtype.
 fn float_dtype(storage: StorageDType) -> Option<DType> {
     match plain_float(storage) {
@@ -166,6 +181,15 @@ impl Target<'_> {
     }
 }
 
+/// `stored f16 → f32`, or just `stored f16` when nothing changes.
+fn stored(from: StorageDType, to: StorageDType) -> String {
+    if from == to {
+        format!("stored {from}")
+    } else {
+        format!("stored {from} → {to}")
+    }
+}
+
 fn names(dtypes: &[DType]) -> String {
     let names: Vec<&str> = dtypes.iter().map(|d| d.as_str()).collect();
     format!("[{}]", names.join(", "))
@@ -199,8 +223,8 @@ fn comfy_unet_storage(
             return (
                 storage_of(*dtype),
                 format!(
-                    "stored {dominant} → {}: first of the model's {} the device computes",
-                    dtype.as_str(),
+                    "{}: first of the model's {} the device computes",
+                    stored(dominant, storage_of(*dtype)),
                     names(supported)
                 ),
             );
@@ -209,8 +233,7 @@ fn comfy_unet_storage(
     // ComfyUI's manual-cast pass: on a GPU where an f32 copy would not fit, keep 16-bit storage
     // and compute wider.
     let profile = target.profile;
-    if profile.backend != BackendKind::Cpu
-        && target.options.precision != GlobalPrecision::ForceFp32
+    if profile.backend != BackendKind::Cpu && target.options.precision != GlobalPrecision::ForceFp32
     {
         let reserve = minimum_inference_bytes(profile, target.options);
         let max_weights = (profile.total_memory as f64 * 0.88) as u64;
@@ -222,7 +245,8 @@ fn comfy_unet_storage(
                     return (
                         storage,
                         format!(
-                            "stored {dominant} → {storage}: an f32 copy would not fit {}",
+                            "{}: an f32 copy would not fit {}",
+                            stored(dominant, storage),
                             profile.label()
                         ),
                     );
@@ -232,12 +256,14 @@ fn comfy_unet_storage(
     }
     let why = if profile.backend == BackendKind::Cpu {
         format!(
-            "stored {dominant} → f32: ComfyUI stores the diffusion model in f32 on the CPU \
-             (--fp16-unet/--bf16-unet keep 16-bit)"
+            "{}: ComfyUI stores the diffusion model in f32 on the CPU (--fp16-unet/--bf16-unet \
+             keep 16-bit)",
+            stored(dominant, StorageDType::F32)
         )
     } else {
         format!(
-            "stored {dominant} → f32: no 16-bit dtype of {} usable ({})",
+            "{}: no 16-bit dtype of {} usable ({})",
+            stored(dominant, StorageDType::F32),
             names(supported),
             target.why_not_16bit(DType::F16)
         )
@@ -246,7 +272,11 @@ fn comfy_unet_storage(
 }
 
 /// ComfyUI `unet_manual_cast`: the compute dtype for a storage dtype.
-fn comfy_compute(target: &Target<'_>, storage: StorageDType, supported: &[DType]) -> (DType, String) {
+fn comfy_compute(
+    target: &Target<'_>,
+    storage: StorageDType,
+    supported: &[DType],
+) -> (DType, String) {
     let storage = plain_float(storage);
     match storage {
         StorageDType::F32 => return (DType::F32, "computes f32 (stored f32)".to_string()),
@@ -304,7 +334,7 @@ pub(crate) fn diffusion_precision(
     architecture: Architecture,
     variant: &str,
 ) -> Result<Precision, RuntimeError> {
-    let dominant = plain_float(component.dominant_dtype);
+    let dominant = dominant_storage(component);
     if !dominant.is_float() {
         return Err(RuntimeError::UnsupportedStorage {
             component: component.kind,
@@ -316,7 +346,9 @@ pub(crate) fn diffusion_precision(
     let (storage, mut storage_why) = if let Some(fp8) = component.scaled_fp8 {
         let mut why = format!("stored scaled {fp8}: stays 8-bit");
         if let Some((_, flag)) = forced {
-            why.push_str(&format!(" ({flag} ignored, as ComfyUI's scaled_fp8 ops do)"));
+            why.push_str(&format!(
+                " ({flag} ignored, as ComfyUI's scaled_fp8 ops do)"
+            ));
         }
         (fp8, why)
     } else if is_quantized(dominant) {
@@ -326,7 +358,7 @@ pub(crate) fn diffusion_precision(
         }
         (dominant, why)
     } else if let Some((storage, flag)) = forced {
-        (storage, format!("stored {dominant} → {storage}: {flag}"))
+        (storage, format!("{}: {flag}", stored(dominant, storage)))
     } else if dominant.is_fp8() {
         // `--force-fp16` implies `--fp16-unet` in ComfyUI; for 8-bit files Kiln reads it as a
         // compute preference only, so the weights stay 8-bit.
@@ -334,7 +366,10 @@ pub(crate) fn diffusion_precision(
     } else if target.options.precision == GlobalPrecision::ForceFp16 {
         (
             StorageDType::F16,
-            format!("stored {dominant} → f16: --force-fp16 (implies --fp16-unet)"),
+            format!(
+                "{}: --force-fp16 (implies --fp16-unet)",
+                stored(dominant, StorageDType::F16)
+            ),
         )
     } else {
         comfy_unet_storage(target, dominant, supported, component.params)
@@ -356,7 +391,7 @@ pub(crate) fn text_encoder_precision(
     target: &Target<'_>,
     component: &Component,
 ) -> Result<Precision, RuntimeError> {
-    let dominant = plain_float(component.dominant_dtype);
+    let dominant = dominant_storage(component);
     if !dominant.is_float() {
         return Err(RuntimeError::UnsupportedStorage {
             component: component.kind,
@@ -369,7 +404,11 @@ pub(crate) fn text_encoder_precision(
         let storage = forced.storage_dtype();
         (
             storage,
-            format!("stored {dominant} → {storage}: --{}-text-enc", forced.flag_stem()),
+            format!(
+                "{}: --{}-text-enc",
+                stored(dominant, storage),
+                forced.flag_stem()
+            ),
         )
     } else if is_eight_bit(dominant) {
         (dominant, format!("stored {dominant}: stays 8-bit"))
@@ -381,7 +420,10 @@ pub(crate) fn text_encoder_precision(
     } else {
         (
             StorageDType::F16,
-            format!("stored {dominant} → f16: ComfyUI text_encoder_dtype"),
+            format!(
+                "{}: ComfyUI text_encoder_dtype",
+                stored(dominant, StorageDType::F16)
+            ),
         )
     };
     let storage = target.holdable(storage, &mut storage_why);
@@ -400,7 +442,7 @@ pub(crate) fn vae_precision(
     target: &Target<'_>,
     component: &Component,
 ) -> Result<Precision, RuntimeError> {
-    let dominant = plain_float(component.dominant_dtype);
+    let dominant = dominant_storage(component);
     if !dominant.is_float() {
         return Err(RuntimeError::UnsupportedStorage {
             component: component.kind,
@@ -441,7 +483,10 @@ pub(crate) fn vae_precision(
         let storage = storage_of(compute);
         (
             storage,
-            format!("stored {dominant} → {storage}: the VAE is stored in its compute dtype"),
+            format!(
+                "{}: the VAE is stored in its compute dtype",
+                stored(dominant, storage)
+            ),
         )
     };
     Ok(Precision {
@@ -462,7 +507,10 @@ mod tests {
             inference_dtypes(Architecture::Flux, "fill"),
             &[DType::BF16, DType::F32]
         );
-        assert_eq!(inference_dtypes(Architecture::Sd3, "3.5-large")[0], DType::F16);
+        assert_eq!(
+            inference_dtypes(Architecture::Sd3, "3.5-large")[0],
+            DType::F16
+        );
     }
 
     #[test]
@@ -477,7 +525,10 @@ mod tests {
 
     #[test]
     fn gguf_plain_types_count_as_floats_and_quantised_as_eight_bit() {
-        assert_eq!(plain_float(StorageDType::Gguf(GgufType::F16)), StorageDType::F16);
+        assert_eq!(
+            plain_float(StorageDType::Gguf(GgufType::F16)),
+            StorageDType::F16
+        );
         assert!(is_eight_bit(StorageDType::Gguf(GgufType::Q8_0)));
         assert!(!is_eight_bit(StorageDType::Gguf(GgufType::F32)));
         assert!(is_eight_bit(StorageDType::F8E5M2));

@@ -78,7 +78,9 @@ pub enum RuntimeError {
     },
 
     /// The key map points at a file index the checkpoint does not have.
-    #[error("tensor `{tensor}`: key map names file #{file} but the checkpoint has {files} file(s)")]
+    #[error(
+        "tensor `{tensor}`: key map names file #{file} but the checkpoint has {files} file(s)"
+    )]
     FileIndexOutOfRange {
         /// Internal tensor name.
         tensor: String,

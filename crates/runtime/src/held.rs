@@ -80,8 +80,10 @@ pub(crate) fn hold_target(
     let source = plain_float(source);
     let storage = plain_float(storage);
     Some(match source {
+        // GGUF files mix quantisations (Q4_K with Q6_K layers): every quantised tensor of a
+        // GGUF-planned component stays quantised where the device has kernels for its type.
         StorageDType::Gguf(g) => {
-            if storage == source && profile.can_hold(source) {
+            if is_quantized(storage) && profile.can_hold(source) {
                 HoldTarget::Quantized(g)
             } else {
                 HoldTarget::Native(compute)
@@ -122,13 +124,30 @@ pub(crate) fn hold_target(
     })
 }
 
+/// The id candle's `index_select` treats as padding for `U8` ids: it writes zeros instead of
+/// gathering (CPU `IndexSelect`, `candle-kernels/src/indexing.cu` and Metal `indexing.metal` all
+/// compare against the id type's maximum). In both fp8 formats 0xFF is a NaN (−NaN).
+const U8_PADDING_ID: u8 = 0xFF;
+
+/// The positive NaN code of both fp8 formats, which 0xFF is rewritten to.
+const POSITIVE_NAN_CODE: u8 = 0x7F;
+
+/// Rewrites the code candle would gather as padding (0xFF, −NaN) to +NaN (0x7F), so a lookup
+/// table widens every code to its value (up to the sign of NaN).
+pub fn canonical_fp8_codes(codes: &mut [u8]) {
+    for code in codes.iter_mut().filter(|code| **code == U8_PADDING_ID) {
+        *code = POSITIVE_NAN_CODE;
+    }
+}
+
 /// One weight as its device holds it.
 #[derive(Debug, Clone)]
 pub enum HeldTensor {
     /// A tensor in a dtype the device holds (possibly already the compute dtype).
     Native(Tensor),
     /// fp8 codes as flat `U8` bytes (the device cannot hold this fp8 format), widened through a
-    /// 256-entry lookup table.
+    /// 256-entry lookup table. Build it with [`HeldTensor::fp8_bytes`]: the bytes must not contain
+    /// 0xFF, which candle's gather reads as padding (see [`canonical_fp8_codes`]).
     Fp8Bytes {
         /// Flat (rank-1) `U8` codes on the device.
         bytes: Tensor,
@@ -177,10 +196,46 @@ pub(crate) fn lookup_table(
     };
     Tensor::from_vec(values, 256, device)
         .and_then(|t| t.to_dtype(compute))
-        .map_err(RuntimeError::candle(format!("building the {format} lookup table")))
+        .map_err(RuntimeError::candle(format!(
+            "building the {format} lookup table"
+        )))
 }
 
 impl HeldTensor {
+    /// fp8 `codes` of `format` in row-major order for `shape`, canonicalised
+    /// ([`canonical_fp8_codes`]) and uploaded to `device` as flat `U8` bytes.
+    pub fn fp8_bytes(
+        mut codes: Vec<u8>,
+        format: StorageDType,
+        shape: Shape,
+        scale: Option<f32>,
+        device: &Device,
+    ) -> Result<HeldTensor, RuntimeError> {
+        if !format.is_fp8() {
+            return Err(RuntimeError::UnsupportedTensorDType {
+                tensor: "fp8 bytes".to_string(),
+                dtype: format,
+            });
+        }
+        if codes.len() != shape.elem_count() {
+            return Err(RuntimeError::TransformShape {
+                tensor: "fp8 bytes".to_string(),
+                transform: format!("{} codes as shape", codes.len()),
+                shape: shape.dims().to_vec(),
+            });
+        }
+        canonical_fp8_codes(&mut codes);
+        let length = codes.len();
+        let bytes = Tensor::from_vec(codes, length, device)
+            .map_err(RuntimeError::candle("uploading fp8 bytes"))?;
+        Ok(HeldTensor::Fp8Bytes {
+            bytes,
+            format,
+            shape,
+            scale,
+        })
+    }
+
     /// The logical shape.
     pub fn shape(&self) -> &Shape {
         match self {
@@ -257,7 +312,9 @@ impl HeldTensor {
                 table
                     .index_select(bytes, 0)
                     .and_then(|values| values.reshape(shape.clone()))
-                    .map_err(RuntimeError::candle("gathering fp8 bytes through the lookup table"))
+                    .map_err(RuntimeError::candle(
+                        "gathering fp8 bytes through the lookup table",
+                    ))
             }
             HeldTensor::Fp8Native { tensor, scale } => {
                 let widened = tensor
@@ -330,22 +387,94 @@ mod tests {
     fn fp8_is_native_only_where_held_and_castable() {
         let e4 = StorageDType::F8E4M3;
         let e5 = StorageDType::F8E5M2;
-        assert_eq!(hold_target(e4, true, e4, DType::F32, &cpu()), Some(HoldTarget::Fp8Native));
-        assert_eq!(hold_target(e5, true, e5, DType::F32, &cpu()), Some(HoldTarget::Fp8Bytes(e5)));
-        assert_eq!(hold_target(e4, true, e4, DType::F16, &m1()), Some(HoldTarget::Fp8Bytes(e4)));
+        assert_eq!(
+            hold_target(e4, true, e4, DType::F32, &cpu()),
+            Some(HoldTarget::Fp8Native)
+        );
+        assert_eq!(
+            hold_target(e5, true, e5, DType::F32, &cpu()),
+            Some(HoldTarget::Fp8Bytes(e5))
+        );
+        assert_eq!(
+            hold_target(e4, true, e4, DType::F16, &m1()),
+            Some(HoldTarget::Fp8Bytes(e4))
+        );
     }
 
     #[test]
     fn floats_fall_back_to_compute_when_not_holdable() {
         // bf16 norms of an fp8 checkpoint on macOS 13: held in the compute dtype.
-        let target = hold_target(StorageDType::BF16, false, StorageDType::F8E4M3, DType::F16, &m1());
+        let target = hold_target(
+            StorageDType::BF16,
+            false,
+            StorageDType::F8E4M3,
+            DType::F16,
+            &m1(),
+        );
         assert_eq!(target, Some(HoldTarget::Native(DType::F16)));
         // Forced fp8 applies to matrices only.
-        let bias = hold_target(StorageDType::F16, false, StorageDType::F8E4M3, DType::F32, &cpu());
+        let bias = hold_target(
+            StorageDType::F16,
+            false,
+            StorageDType::F8E4M3,
+            DType::F32,
+            &cpu(),
+        );
         assert_eq!(bias, Some(HoldTarget::Native(DType::F16)));
-        let weight = hold_target(StorageDType::F16, true, StorageDType::F8E5M2, DType::F32, &cpu());
+        let weight = hold_target(
+            StorageDType::F16,
+            true,
+            StorageDType::F8E5M2,
+            DType::F32,
+            &cpu(),
+        );
         assert_eq!(weight, Some(HoldTarget::Fp8Bytes(StorageDType::F8E5M2)));
-        assert_eq!(hold_target(StorageDType::Bool, false, StorageDType::F16, DType::F16, &cpu()), None);
+        assert_eq!(
+            hold_target(
+                StorageDType::Bool,
+                false,
+                StorageDType::F16,
+                DType::F16,
+                &cpu()
+            ),
+            None
+        );
+    }
+
+    /// Equal values, or both NaN (the sign of NaN is not kept: 0xFF becomes +NaN).
+    fn same(got: f32, want: f32) -> bool {
+        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+    }
+
+    #[test]
+    fn candle_gathers_zero_for_the_largest_u8_id() {
+        // Why `canonical_fp8_codes` exists; if candle drops the sentinel this test says so.
+        let table = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let table = table.pad_with_same(0, 0, 254).unwrap();
+        let ids = Tensor::new(&[255u8, 0], &Device::Cpu).unwrap();
+        let got = table
+            .index_select(&ids, 0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(got, vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn mixed_gguf_quantisations_all_stay_quantised() {
+        let q4k = StorageDType::Gguf(GgufType::Q4K);
+        let q6k = StorageDType::Gguf(GgufType::Q6K);
+        let f32 = StorageDType::Gguf(GgufType::F32);
+        let q6k_target = hold_target(q6k, true, q4k, DType::F16, &m1());
+        assert_eq!(q6k_target, Some(HoldTarget::Quantized(GgufType::Q6K)));
+        let norm = hold_target(f32, false, q4k, DType::F16, &m1());
+        assert_eq!(norm, Some(HoldTarget::Native(DType::F32)));
+        // Where the device lacks kernels (Q8_1 on CUDA) the tensor is dequantised at load.
+        let cc = crate::capability::CudaCapability::new(8, 6);
+        let cuda = CapabilityProfile::cuda("c", "t", cc, GIB, GIB);
+        let q8_1 = StorageDType::Gguf(GgufType::Q8_1);
+        let target = hold_target(q8_1, true, q4k, DType::BF16, &cuda);
+        assert_eq!(target, Some(HoldTarget::Native(DType::BF16)));
     }
 
     #[test]
@@ -353,19 +482,15 @@ mod tests {
         for format in [StorageDType::F8E4M3, StorageDType::F8E5M2] {
             let table = decode_table(format).unwrap();
             let codes: Vec<u8> = (0..=255).collect();
-            let bytes = Tensor::from_vec(codes, 256, &Device::Cpu).unwrap();
-            let held = HeldTensor::Fp8Bytes {
-                bytes,
-                format,
-                shape: Shape::from((16, 16)),
-                scale: None,
-            };
+            let held =
+                HeldTensor::fp8_bytes(codes, format, Shape::from((16, 16)), None, &Device::Cpu)
+                    .unwrap();
             let widened = held.widen(DType::F32).unwrap();
             assert_eq!(widened.dims(), &[16, 16]);
             let values = widened.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for (code, (got, want)) in values.iter().zip(table.iter()).enumerate() {
                 assert!(
-                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    same(*got, *want),
                     "{format} code {code:#04x}: {got} != {want}"
                 );
             }
@@ -375,26 +500,47 @@ mod tests {
     #[test]
     fn scaled_lut_widening_is_table_times_scale() {
         let codes: Vec<u8> = (0..=255).collect();
-        let bytes = Tensor::from_vec(codes, 256, &Device::Cpu).unwrap();
         let scale = 0.037_f32;
-        let held = HeldTensor::Fp8Bytes {
-            bytes,
-            format: StorageDType::F8E4M3,
-            shape: Shape::from(256),
-            scale: Some(scale),
-        };
+        let held = HeldTensor::fp8_bytes(
+            codes,
+            StorageDType::F8E4M3,
+            Shape::from(256),
+            Some(scale),
+            &Device::Cpu,
+        )
+        .unwrap();
         let values = held.widen(DType::F32).unwrap().to_vec1::<f32>().unwrap();
         for (code, got) in values.iter().enumerate() {
-            let want = E4M3FN_TABLE[code] * scale;
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()));
+            assert!(same(*got, E4M3FN_TABLE[code] * scale), "code {code}");
         }
         // The f16 path rounds once from the exact product.
-        let half = held.widen(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+        let half = held
+            .widen(DType::F16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
         let half = half.to_vec1::<f32>().unwrap();
         for (code, got) in half.iter().enumerate() {
             let want = half::f16::from_f32(E4M3FN_TABLE[code] * scale).to_f32();
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()));
+            assert!(same(*got, want), "code {code}");
         }
+    }
+
+    #[test]
+    fn fp8_bytes_rejects_mismatched_shapes_and_formats() {
+        let shape = Shape::from(3);
+        assert!(HeldTensor::fp8_bytes(
+            vec![1, 2],
+            StorageDType::F8E4M3,
+            shape.clone(),
+            None,
+            &Device::Cpu
+        )
+        .is_err());
+        assert!(
+            HeldTensor::fp8_bytes(vec![1, 2, 3], StorageDType::F16, shape, None, &Device::Cpu)
+                .is_err()
+        );
     }
 
     #[test]
@@ -407,8 +553,12 @@ mod tests {
         };
         let values = held.widen(DType::F32).unwrap().to_vec1::<f32>().unwrap();
         for (code, got) in values.iter().enumerate() {
+            // `affine` adds +0.0, so −0 comes back as +0: compare as numbers.
             let want = E4M3FN_TABLE[code] * 2.0;
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()));
+            assert!(
+                *got == want || (got.is_nan() && want.is_nan()),
+                "code {code}"
+            );
         }
         assert_eq!(held.held_as(), HeldAs::Dtype(DType::F8E4M3));
         assert_eq!(held.bytes(), 256);

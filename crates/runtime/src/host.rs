@@ -183,7 +183,9 @@ pub fn detect_device(options: &PlanOptions) -> (CapabilityProfile, Option<String
             let metal = metal.err().map(|e| e.to_string()).unwrap_or_default();
             (
                 detect_host(),
-                Some(format!("no GPU usable ({cuda}; {metal}); planning for the CPU")),
+                Some(format!(
+                    "no GPU usable ({cuda}; {metal}); planning for the CPU"
+                )),
             )
         }
     }
@@ -208,7 +210,10 @@ mod tests {
     fn cuda_probe_without_feature_is_a_typed_error() {
         assert!(matches!(
             probe_cuda(0),
-            Err(RuntimeError::BackendUnavailable { backend: "cuda", .. })
+            Err(RuntimeError::BackendUnavailable {
+                backend: "cuda",
+                ..
+            })
         ));
     }
 

@@ -70,15 +70,13 @@ mod profiles;
 
 pub use capability::{BackendKind, CapabilityProfile, CudaCapability, MacOsVersion, OpFamily};
 pub use error::RuntimeError;
-pub use held::HeldTensor;
+pub use held::{canonical_fp8_codes, HeldTensor};
 pub use host::{detect_device, detect_host, probe_cuda, probe_metal};
 pub use load::WeightStore;
 pub use memory::streaming_budget;
 pub use options::{
     AttentionRequest, ForcedDType, GlobalPrecision, PlanOptions, UpcastRequest, VramMode,
 };
-pub use plan::{
-    AttentionKernel, ComponentPlan, DevicePlacement, HeldAs, LoadMode, Plan, Widening,
-};
+pub use plan::{AttentionKernel, ComponentPlan, DevicePlacement, HeldAs, LoadMode, Plan, Widening};
 pub use planner::Planner;
 pub use profiles::{profile_names, simulated, simulated_profile};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use kiln_detect::{Component, ComponentKind, KeySource, KeyTransform};
+use kiln_detect::{Checkpoint, Component, ComponentKind, KeySource, KeyTransform};
 use kiln_weights::{
     f32_to_e4m3fn_saturating, f32_to_e5m2_saturating, StorageDType, TensorInfo, WeightFile,
 };
@@ -79,6 +79,22 @@ fn transform(tensor: Tensor, how: KeyTransform, name: &str) -> Result<Tensor, Ru
             }
             tensor.t().and_then(|t| t.contiguous()).map_err(candle)
         }
+        KeyTransform::SwapHalves => {
+            let rows = tensor.dims().first().copied().ok_or_else(shape_error)?;
+            if rows % 2 != 0 {
+                return Err(shape_error());
+            }
+            let half = rows / 2;
+            tensor
+                .narrow(0, half, half)
+                .and_then(|second| {
+                    let first = tensor.narrow(0, 0, half)?;
+                    Tensor::cat(&[&second, &first], 0)
+                })
+                .map_err(candle)
+        }
+        // The parts were joined when they were read (see `LoadContext::assemble`).
+        KeyTransform::ConcatRows => Ok(tensor),
     }
 }
 
@@ -151,21 +167,80 @@ struct LoadContext<'a> {
 }
 
 impl LoadContext<'_> {
-    fn load(&self, name: &str, source: &KeySource) -> Result<HeldTensor, RuntimeError> {
-        let file = self
-            .files
-            .get(source.file)
-            .ok_or_else(|| RuntimeError::FileIndexOutOfRange {
+    /// The stored tensors an internal tensor is read from, in order.
+    fn parts<'f>(
+        &'f self,
+        name: &str,
+        source: &KeySource,
+    ) -> Result<Vec<(&'f WeightFile, &'f TensorInfo)>, RuntimeError> {
+        source
+            .tensors()
+            .map(|(index, stored)| {
+                let file =
+                    self.files
+                        .get(index)
+                        .ok_or_else(|| RuntimeError::FileIndexOutOfRange {
+                            tensor: name.to_string(),
+                            file: index,
+                            files: self.files.len(),
+                        })?;
+                let info = file
+                    .get(stored)
+                    .ok_or_else(|| RuntimeError::TensorMissing {
+                        component: self.plan.component,
+                        name: format!("{name} (stored as `{stored}`)"),
+                    })?;
+                Ok((file, info))
+            })
+            .collect()
+    }
+
+    /// Reads every part with `read` (host tensors in the held element form), joins them along
+    /// dimension 0 when the key concatenates, and applies the key's transform.
+    fn assemble(
+        &self,
+        name: &str,
+        source: &KeySource,
+        parts: &[(&WeightFile, &TensorInfo)],
+        read: impl Fn(&WeightFile, &TensorInfo) -> Result<Tensor, RuntimeError>,
+    ) -> Result<Tensor, RuntimeError> {
+        let mut tensors = parts
+            .iter()
+            .map(|(file, info)| read(file, info))
+            .collect::<Result<Vec<_>, _>>()?;
+        let joined = if tensors.len() == 1 {
+            tensors.remove(0)
+        } else {
+            let shapes = || {
+                parts
+                    .iter()
+                    .flat_map(|(_, info)| info.shape.clone())
+                    .collect()
+            };
+            if tensors.iter().any(|t| t.rank() == 0) {
+                return Err(RuntimeError::TransformShape {
+                    tensor: name.to_string(),
+                    transform: format!("{:?}", source.transform),
+                    shape: shapes(),
+                });
+            }
+            Tensor::cat(&tensors, 0).map_err(|_| RuntimeError::TransformShape {
                 tensor: name.to_string(),
-                file: source.file,
-                files: self.files.len(),
-            })?;
-        let info = file
-            .get(&source.name)
-            .ok_or_else(|| RuntimeError::TensorMissing {
+                transform: format!("{:?}", source.transform),
+                shape: shapes(),
+            })?
+        };
+        transform(joined, source.transform, name)
+    }
+
+    fn load(&self, name: &str, source: &KeySource) -> Result<HeldTensor, RuntimeError> {
+        let parts = self.parts(name, source)?;
+        let Some((file, info)) = parts.first().copied() else {
+            return Err(RuntimeError::TensorMissing {
                 component: self.plan.component,
-                name: format!("{name} (stored as `{}`)", source.name),
-            })?;
+                name: name.to_string(),
+            });
+        };
         let is_matrix = info.shape.len() >= 2;
         let target = hold_target(
             info.dtype,
@@ -191,46 +266,50 @@ impl LoadContext<'_> {
                 Ok(None)
             }
         };
+        let fp8_codes_tensor = |format: StorageDType| {
+            move |file: &WeightFile, info: &TensorInfo| {
+                let codes = fp8_codes(file, info, format, name)?;
+                Tensor::from_vec(codes, info.shape.as_slice(), &Device::Cpu)
+                    .map_err(RuntimeError::candle(format!("tensor `{name}`: fp8 codes")))
+            }
+        };
         match target {
             HoldTarget::Native(dtype) => {
-                let host = file
-                    .load(&info.name, dtype, &Device::Cpu)
-                    .map_err(weights)?;
-                let host = transform(host, source.transform, name)?;
+                let host = self.assemble(name, source, &parts, |file, info| {
+                    file.load(&info.name, dtype, &Device::Cpu).map_err(weights)
+                })?;
                 let tensor = host.to_device(self.home).map_err(candle("upload"))?;
                 Ok(HeldTensor::Native(tensor))
             }
             HoldTarget::Fp8Bytes(format) => {
-                let codes = self.fp8_host(file, info, format, source.transform, name)?;
-                let shape = codes.shape().clone();
-                let bytes = codes
-                    .flatten_all()
-                    .and_then(|t| t.to_device(self.home))
-                    .map_err(candle("uploading fp8 bytes"))?;
-                Ok(HeldTensor::Fp8Bytes {
-                    bytes,
-                    format,
-                    shape,
-                    scale: scale()?,
-                })
-            }
-            HoldTarget::Fp8Native => {
-                let codes = self.fp8_host(file, info, StorageDType::F8E4M3, source.transform, name)?;
+                let codes = self.assemble(name, source, &parts, fp8_codes_tensor(format))?;
                 let shape = codes.shape().clone();
                 let flat = codes
                     .flatten_all()
                     .and_then(|t| t.to_vec1::<u8>())
                     .map_err(candle("reading fp8 codes"))?;
-                let tensor = Tensor::from_raw_buffer(&flat, DType::F8E4M3, shape.dims(), &Device::Cpu)
-                    .and_then(|t| t.to_device(self.home))
-                    .map_err(candle("uploading f8e4m3"))?;
+                HeldTensor::fp8_bytes(flat, format, shape, scale()?, self.home)
+            }
+            HoldTarget::Fp8Native => {
+                let codes =
+                    self.assemble(name, source, &parts, fp8_codes_tensor(StorageDType::F8E4M3))?;
+                let shape = codes.shape().clone();
+                let flat = codes
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<u8>())
+                    .map_err(candle("reading fp8 codes"))?;
+                let tensor =
+                    Tensor::from_raw_buffer(&flat, DType::F8E4M3, shape.dims(), &Device::Cpu)
+                        .and_then(|t| t.to_device(self.home))
+                        .map_err(candle("uploading f8e4m3"))?;
                 Ok(HeldTensor::Fp8Native {
                     tensor,
                     scale: scale()?,
                 })
             }
             HoldTarget::Quantized(_) => {
-                if source.transform != KeyTransform::Identity {
+                // GGUF blocks cannot be sliced, transposed or joined without dequantising.
+                if source.transform != KeyTransform::Identity || parts.len() != 1 {
                     return Err(RuntimeError::TransformShape {
                         tensor: name.to_string(),
                         transform: format!("{:?}", source.transform),
@@ -243,21 +322,6 @@ impl LoadContext<'_> {
                 Ok(HeldTensor::Quantized(Arc::new(q)))
             }
         }
-    }
-
-    /// fp8 codes as a host `U8` tensor in the stored shape, transformed.
-    fn fp8_host(
-        &self,
-        file: &WeightFile,
-        info: &TensorInfo,
-        format: StorageDType,
-        how: KeyTransform,
-        name: &str,
-    ) -> Result<Tensor, RuntimeError> {
-        let codes = fp8_codes(file, info, format, name)?;
-        let tensor = Tensor::from_vec(codes, info.shape.as_slice(), &Device::Cpu)
-            .map_err(RuntimeError::candle(format!("tensor `{name}`: fp8 codes")))?;
-        transform(tensor, how, name)
     }
 }
 
@@ -298,6 +362,21 @@ impl WeightStore {
             load_mode: plan.load_mode,
             tensors,
         })
+    }
+
+    /// Loads `plan.component` of `checkpoint` (see [`from_files`](Self::from_files)).
+    pub fn load(
+        checkpoint: &Checkpoint,
+        plan: &ComponentPlan,
+        profile: &CapabilityProfile,
+        device: &Device,
+    ) -> Result<WeightStore, RuntimeError> {
+        let component = checkpoint.detection().component(plan.component).ok_or(
+            RuntimeError::ComponentMissing {
+                component: plan.component,
+            },
+        )?;
+        WeightStore::from_files(checkpoint.files(), component, plan, profile, device)
     }
 
     /// Which component this is.

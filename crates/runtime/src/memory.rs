@@ -40,9 +40,7 @@ pub fn streaming_budget(profile: &CapabilityProfile, options: &PlanOptions) -> u
         0.4
     };
     let by_ratio = ((free as f64 * ratio) as u64).min(free.saturating_sub(minimum));
-    (128 * MIB)
-        .max(free.saturating_sub(minimum))
-        .max(by_ratio)
+    (128 * MIB).max(free.saturating_sub(minimum)).max(by_ratio)
 }
 
 /// `12.3 GiB`, for reasons.
@@ -157,7 +155,12 @@ mod tests {
     #[test]
     fn too_large_for_the_budget_streams() {
         let options = PlanOptions::default();
-        let (mode, why) = load_mode(20 * GIB, DevicePlacement::Cuda(0), &cuda(16 * GIB), &options);
+        let (mode, why) = load_mode(
+            20 * GIB,
+            DevicePlacement::Cuda(0),
+            &cuda(16 * GIB),
+            &options,
+        );
         assert_eq!(mode, LoadMode::Streamed);
         assert!(why.contains("exceed"));
         let (mode, _) = load_mode(GIB, DevicePlacement::Cuda(0), &cuda(16 * GIB), &options);

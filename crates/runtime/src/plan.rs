@@ -202,9 +202,12 @@ impl ComponentPlan {
         }
         let compute_storage = crate::capability::storage_for_candle(self.compute_dtype);
         match (self.widening, self.held_as) {
-            (Widening::None, HeldAs::Dtype(dtype)) if dtype != self.compute_dtype => Err(
-                violation(format!("held {} but no widening to compute dtype", dtype.as_str())),
-            ),
+            (Widening::None, HeldAs::Dtype(dtype)) if dtype != self.compute_dtype => {
+                Err(violation(format!(
+                    "held {} but no widening to compute dtype",
+                    dtype.as_str()
+                )))
+            }
             (Widening::CastOnDevice | Widening::ScaledFp8, HeldAs::Dtype(dtype)) => {
                 let from = crate::capability::storage_for_candle(dtype);
                 match (from, compute_storage) {
@@ -216,12 +219,15 @@ impl ComponentPlan {
                     ))),
                 }
             }
-            (Widening::LookupTable, HeldAs::Dtype(dtype)) if dtype != DType::U8 => Err(violation(
-                format!("lookup-table widening needs u8 bytes, held {}", dtype.as_str()),
-            )),
-            (Widening::GgufDequant, HeldAs::Dtype(_)) => {
-                Err(violation("GGUF widening without quantised weights".to_string()))
+            (Widening::LookupTable, HeldAs::Dtype(dtype)) if dtype != DType::U8 => {
+                Err(violation(format!(
+                    "lookup-table widening needs u8 bytes, held {}",
+                    dtype.as_str()
+                )))
             }
+            (Widening::GgufDequant, HeldAs::Dtype(_)) => Err(violation(
+                "GGUF widening without quantised weights".to_string(),
+            )),
             (Widening::GgufDequant, HeldAs::Quantized(_)) => Ok(()),
             (_, HeldAs::Quantized(_)) => Err(violation(
                 "quantised weights need GGUF widening".to_string(),

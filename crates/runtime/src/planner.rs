@@ -104,7 +104,10 @@ impl Planner {
             return (DevicePlacement::Cpu, "on cpu (--cpu)".to_string());
         }
         if self.profile.backend == BackendKind::Cpu {
-            return (DevicePlacement::Cpu, format!("on cpu ({})", self.profile.name));
+            return (
+                DevicePlacement::Cpu,
+                format!("on cpu (profile {})", self.profile.name),
+            );
         }
         let gpu = self.gpu();
         let on_gpu = (gpu, format!("on {gpu}"));
@@ -215,7 +218,9 @@ impl Planner {
                 }
             }
         }
-        if self.options.cpu || self.profile.unified_memory || self.profile.backend == BackendKind::Cpu
+        if self.options.cpu
+            || self.profile.unified_memory
+            || self.profile.backend == BackendKind::Cpu
         {
             (device.saturating_add(host), host)
         } else {
@@ -261,7 +266,9 @@ impl Planner {
         };
         let precision = self.precision(&target, component, detection)?;
         let compute = precision.compute;
-        let source = component.scaled_fp8.unwrap_or(component.dominant_dtype);
+        let source = component
+            .scaled_fp8
+            .unwrap_or_else(|| dtype_rules::dominant_storage(component));
         let hold = hold_target(source, true, precision.storage, compute, profile).ok_or(
             RuntimeError::UnsupportedStorage {
                 component: kind,
@@ -343,7 +350,10 @@ fn describe_hold(
         HoldTarget::Quantized(g) => (
             StorageDType::Gguf(g),
             Widening::GgufDequant,
-            Some(format!("held as GGUF {} blocks, quantised matmul", g.name())),
+            Some(format!(
+                "held as GGUF {} blocks, quantised matmul",
+                g.name()
+            )),
         ),
         HoldTarget::Native(dtype) if dtype_rules::is_quantized(precision.storage) => (
             dtype_rules::storage_of(dtype),
@@ -385,7 +395,7 @@ fn estimate_bytes(
             .unwrap_or(elements)
     };
     if component.dtypes.is_empty() {
-        return held_bytes(component.dominant_dtype, component.params);
+        return held_bytes(dtype_rules::dominant_storage(component), component.params);
     }
     component
         .dtypes

@@ -1,4 +1,6 @@
 //! ComfyUI flags, each forcing its planner path explicitly.
+// Test helpers outside `#[test]` functions unwrap too; clippy.toml only covers the latter.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -31,7 +33,11 @@ fn force_fp16_on_cpu_stores_f16_but_computes_f32() {
     assert_eq!(dm.compute_dtype.as_str(), "f32");
     assert_eq!(dm.widening, Widening::CastOnDevice);
     assert!(dm.reason.contains("--force-fp16"), "{}", dm.reason);
-    assert!(dm.reason.contains("never computes 16-bit on the CPU"), "{}", dm.reason);
+    assert!(
+        dm.reason.contains("never computes 16-bit on the CPU"),
+        "{}",
+        dm.reason
+    );
 }
 
 #[test]
@@ -60,7 +66,13 @@ fn force_fp32_computes_f32_and_keeps_text_encoders_on_the_cpu() {
     let clip = plan.component(ComponentKind::ClipL).unwrap();
     assert_eq!(clip.device, DevicePlacement::Cpu);
     assert!(clip.reason.contains("--force-fp32"), "{}", clip.reason);
-    assert_eq!(plan.component(ComponentKind::Vae).unwrap().compute_dtype.as_str(), "f32");
+    assert_eq!(
+        plan.component(ComponentKind::Vae)
+            .unwrap()
+            .compute_dtype
+            .as_str(),
+        "f32"
+    );
 }
 
 #[test]
@@ -131,10 +143,19 @@ fn cpu_flag_with_a_cuda_profile_puts_everything_on_the_cpu() {
     };
     let plan = plan_with(options, "cuda-sm86", &common::flux(StorageDType::F8E4M3));
     for component in &plan.components {
-        assert_eq!(component.device, DevicePlacement::Cpu, "{}", component.component);
+        assert_eq!(
+            component.device,
+            DevicePlacement::Cpu,
+            "{}",
+            component.component
+        );
         assert_eq!(component.compute_dtype.as_str(), "f32");
         assert_eq!(component.load_mode, LoadMode::Resident);
-        assert!(component.reason.starts_with("on cpu (--cpu)"), "{}", component.reason);
+        assert!(
+            component.reason.starts_with("on cpu (--cpu)"),
+            "{}",
+            component.reason
+        );
     }
     let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
     assert_eq!(dm.attention, AttentionKernel::SubQuadratic);
@@ -159,7 +180,10 @@ fn lowvram_streams_a_model_too_large_for_the_card() {
     let t5 = plan.component(ComponentKind::T5xxl).unwrap();
     assert_eq!(t5.device, DevicePlacement::Cpu);
     // The VAE fits and stays resident.
-    assert_eq!(plan.component(ComponentKind::Vae).unwrap().load_mode, LoadMode::Resident);
+    assert_eq!(
+        plan.component(ComponentKind::Vae).unwrap().load_mode,
+        LoadMode::Resident
+    );
     assert!(plan.host_bytes >= dm.weight_bytes);
 }
 
@@ -184,7 +208,12 @@ fn novram_streams_everything_on_the_gpu_and_highvram_streams_nothing() {
     let plan = plan_with(novram, "cuda-sm90", &detection);
     for component in &plan.components {
         if component.device != DevicePlacement::Cpu {
-            assert_eq!(component.load_mode, LoadMode::Streamed, "{}", component.reason);
+            assert_eq!(
+                component.load_mode,
+                LoadMode::Streamed,
+                "{}",
+                component.reason
+            );
         }
     }
     let high = PlanOptions {
@@ -195,13 +224,21 @@ fn novram_streams_everything_on_the_gpu_and_highvram_streams_nothing() {
     let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
     assert_eq!(dm.load_mode, LoadMode::Resident);
     assert!(dm.reason.contains("--highvram"));
-    assert!(plan.notes.iter().any(|n| n.contains("exceed")), "{:?}", plan.notes);
+    assert!(
+        plan.notes.iter().any(|n| n.contains("exceed")),
+        "{:?}",
+        plan.notes
+    );
 }
 
 #[test]
 fn default_normal_vram_also_streams_what_does_not_fit() {
     // ComfyUI partially loads in NORMAL_VRAM too: Flux f16 on a 16 GiB T4.
-    let plan = plan_with(PlanOptions::default(), "cuda-sm75", &common::flux(StorageDType::BF16));
+    let plan = plan_with(
+        PlanOptions::default(),
+        "cuda-sm75",
+        &common::flux(StorageDType::BF16),
+    );
     let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
     assert_eq!(dm.storage_dtype, StorageDType::F16, "{}", dm.reason);
     assert_eq!(dm.load_mode, LoadMode::Streamed);
@@ -212,7 +249,9 @@ fn reserve_vram_can_tip_a_model_into_streaming() {
     let detection = common::flux(StorageDType::F8E4M3);
     let plan = plan_with(PlanOptions::default(), "cuda-sm75", &detection);
     assert_eq!(
-        plan.component(ComponentKind::DiffusionModel).unwrap().load_mode,
+        plan.component(ComponentKind::DiffusionModel)
+            .unwrap()
+            .load_mode,
         LoadMode::Resident
     );
     let reserve = PlanOptions {
@@ -221,7 +260,9 @@ fn reserve_vram_can_tip_a_model_into_streaming() {
     };
     let plan = plan_with(reserve, "cuda-sm75", &detection);
     assert_eq!(
-        plan.component(ComponentKind::DiffusionModel).unwrap().load_mode,
+        plan.component(ComponentKind::DiffusionModel)
+            .unwrap()
+            .load_mode,
         LoadMode::Streamed
     );
 }
@@ -237,8 +278,14 @@ fn split_cross_attention_flag_gives_split() {
         let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
         assert_eq!(dm.attention, AttentionKernel::Split, "{profile}");
         assert!(dm.reason.contains("--use-split-cross-attention"));
-        assert_eq!(plan.component(ComponentKind::Vae).unwrap().attention, AttentionKernel::Split);
-        assert_eq!(plan.component(ComponentKind::ClipL).unwrap().attention, AttentionKernel::Plain);
+        assert_eq!(
+            plan.component(ComponentKind::Vae).unwrap().attention,
+            AttentionKernel::Split
+        );
+        assert_eq!(
+            plan.component(ComponentKind::ClipL).unwrap().attention,
+            AttentionKernel::Plain
+        );
     }
 }
 
@@ -250,8 +297,16 @@ fn pytorch_and_flash_flags_use_what_the_device_has() {
         ..PlanOptions::default()
     };
     let plan = plan_with(fused.clone(), "metal-m3", &detection);
-    assert_eq!(plan.component(ComponentKind::DiffusionModel).unwrap().attention, AttentionKernel::Fused);
-    assert_eq!(plan.component(ComponentKind::Vae).unwrap().attention, AttentionKernel::Fused);
+    assert_eq!(
+        plan.component(ComponentKind::DiffusionModel)
+            .unwrap()
+            .attention,
+        AttentionKernel::Fused
+    );
+    assert_eq!(
+        plan.component(ComponentKind::Vae).unwrap().attention,
+        AttentionKernel::Fused
+    );
     let plan = plan_with(fused, "cpu", &detection);
     let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
     assert_eq!(dm.attention, AttentionKernel::SubQuadratic);
@@ -261,11 +316,20 @@ fn pytorch_and_flash_flags_use_what_the_device_has() {
         ..PlanOptions::default()
     };
     let plan = plan_with(flash.clone(), "cuda-sm90", &detection);
-    assert_eq!(plan.component(ComponentKind::DiffusionModel).unwrap().attention, AttentionKernel::Flash);
+    assert_eq!(
+        plan.component(ComponentKind::DiffusionModel)
+            .unwrap()
+            .attention,
+        AttentionKernel::Flash
+    );
     let plan = plan_with(flash, "cuda-sm75", &detection);
     let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
     assert_eq!(dm.attention, AttentionKernel::SubQuadratic);
-    assert!(dm.reason.contains("--use-flash-attention needs CUDA sm80+"), "{}", dm.reason);
+    assert!(
+        dm.reason.contains("--use-flash-attention needs CUDA sm80+"),
+        "{}",
+        dm.reason
+    );
 }
 
 #[test]
@@ -301,7 +365,11 @@ fn cpu_vae_and_vae_dtype_flags() {
     };
     let plan = plan_with(bf16_vae, "cpu", &detection);
     let vae = plan.component(ComponentKind::Vae).unwrap();
-    assert_eq!(vae.compute_dtype.as_str(), "f32", "candle has no bf16 conv on the CPU");
+    assert_eq!(
+        vae.compute_dtype.as_str(),
+        "f32",
+        "candle has no bf16 conv on the CPU"
+    );
     assert!(vae.reason.contains("--bf16-vae"), "{}", vae.reason);
     let fp16_vae = PlanOptions {
         vae_dtype: Some(ForcedDType::F16),
@@ -334,7 +402,9 @@ fn cuda_device_flag_picks_the_ordinal() {
     };
     let plan = plan_with(options, "cuda-sm90", &common::sd1(StorageDType::F16));
     assert_eq!(
-        plan.component(ComponentKind::DiffusionModel).unwrap().device,
+        plan.component(ComponentKind::DiffusionModel)
+            .unwrap()
+            .device,
         DevicePlacement::Cuda(1)
     );
     assert_eq!(plan.to_json()["diffusion_model"]["device"], "cuda:1");

@@ -1,5 +1,7 @@
 //! Every simulated profile × every checkpoint scenario: the plan is valid for its profile, 8-bit
 //! stays 8-bit, and the diffusion model's decisions match the expectation table row by row.
+// Test helpers outside `#[test]` functions unwrap too; clippy.toml only covers the latter.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -128,7 +130,11 @@ fn diffusion_model_matches_the_table() {
     let scenarios = common::scenarios();
     for row in DIFFUSION {
         let (profile, scenario, storage, held, compute, widening, attention, load, fact) = *row;
-        let detection = &scenarios.iter().find(|(name, _)| *name == scenario).unwrap().1;
+        let detection = &scenarios
+            .iter()
+            .find(|(name, _)| *name == scenario)
+            .unwrap()
+            .1;
         let planner = Planner::new(PlanOptions::default(), simulated(profile).unwrap());
         let plan = planner.plan(detection).unwrap();
         let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
@@ -209,16 +215,32 @@ fn text_encoders_and_vae_follow_comfyui_per_backend() {
         let plan = Planner::new(PlanOptions::default(), simulated(profile).unwrap())
             .plan(&detection)
             .unwrap();
-        for te in [ComponentKind::ClipL, ComponentKind::ClipG, ComponentKind::T5xxl] {
+        for te in [
+            ComponentKind::ClipL,
+            ComponentKind::ClipG,
+            ComponentKind::T5xxl,
+        ] {
             let te = plan.component(te).unwrap();
             assert_eq!(te.device.to_string(), te_device, "{profile}: {}", te.reason);
-            assert_eq!(te.storage_dtype.name(), te_storage, "{profile}: {}", te.reason);
+            assert_eq!(
+                te.storage_dtype.name(),
+                te_storage,
+                "{profile}: {}",
+                te.reason
+            );
             assert_eq!(te.compute_dtype.as_str(), "f32", "{profile}");
             assert_eq!(te.attention, te_attention, "{profile}");
-            assert!(te.reason.contains("f32 (ComfyUI runs text encoders in f32)"));
+            assert!(te
+                .reason
+                .contains("f32 (ComfyUI runs text encoders in f32)"));
         }
         let vae = plan.component(ComponentKind::Vae).unwrap();
-        assert_eq!(vae.compute_dtype.as_str(), vae_compute, "{profile}: {}", vae.reason);
+        assert_eq!(
+            vae.compute_dtype.as_str(),
+            vae_compute,
+            "{profile}: {}",
+            vae.reason
+        );
         assert_eq!(vae.storage_dtype.name(), vae_compute, "{profile}");
         assert_eq!(vae.attention, vae_attention, "{profile}: {}", vae.reason);
     }
@@ -249,7 +271,11 @@ fn upcast_follows_macos_and_flags() {
     let m1 = Planner::new(PlanOptions::default(), simulated("metal-m1").unwrap())
         .plan(&detection)
         .unwrap();
-    assert!(!m1.component(ComponentKind::DiffusionModel).unwrap().upcast_attention);
+    assert!(
+        !m1.component(ComponentKind::DiffusionModel)
+            .unwrap()
+            .upcast_attention
+    );
     let forced = PlanOptions {
         upcast: kiln_runtime::UpcastRequest::Force,
         ..PlanOptions::default()
@@ -257,7 +283,11 @@ fn upcast_follows_macos_and_flags() {
     let sm86 = Planner::new(forced, simulated("cuda-sm86").unwrap())
         .plan(&detection)
         .unwrap();
-    assert!(sm86.component(ComponentKind::DiffusionModel).unwrap().upcast_attention);
+    assert!(
+        sm86.component(ComponentKind::DiffusionModel)
+            .unwrap()
+            .upcast_attention
+    );
 }
 
 #[test]
@@ -265,7 +295,11 @@ fn fp8_capable_hardware_gets_a_note_about_candle() {
     let plan = Planner::new(PlanOptions::default(), simulated("cuda-sm89").unwrap())
         .plan(&common::flux(kiln_weights::StorageDType::F8E4M3))
         .unwrap();
-    assert!(plan.notes.iter().any(|n| n.contains("no fp8 matmul")), "{:?}", plan.notes);
+    assert!(
+        plan.notes.iter().any(|n| n.contains("no fp8 matmul")),
+        "{:?}",
+        plan.notes
+    );
     let plan = Planner::new(PlanOptions::default(), simulated("cuda-sm86").unwrap())
         .plan(&common::flux(kiln_weights::StorageDType::F8E4M3))
         .unwrap();

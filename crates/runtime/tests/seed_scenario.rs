@@ -2,6 +2,8 @@
 //! bf16, a Mac with bf16, a CPU and an Ampere GPU. ComfyUI crashes on the Macs ("Trying to convert
 //! Float8_e4m3fn to the MPS backend"); Kiln must plan every one, keep the weights 8-bit and compute
 //! in a dtype the device runs, and say so.
+// Test helpers outside `#[test]` functions unwrap too; clippy.toml only covers the latter.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -41,7 +43,8 @@ fn every_seed_plans_without_error_and_stays_eight_bit() {
             );
             assert!(dm.reason.contains(stored.name()), "{at}");
             assert!(
-                dm.reason.contains(&format!("computes {}", dm.compute_dtype.as_str())),
+                dm.reason
+                    .contains(&format!("computes {}", dm.compute_dtype.as_str())),
                 "{at}"
             );
             assert!(!plan.notes.is_empty());
@@ -59,7 +62,8 @@ fn macs_hold_fp8_as_bytes_and_say_why() {
             assert_eq!(dm.held_as.to_string(), "u8", "{profile_name} × {seed}");
             assert_eq!(dm.widening, Widening::LookupTable);
             assert!(
-                dm.reason.contains("kept as 8-bit bytes (u8), widened per layer by lookup table"),
+                dm.reason
+                    .contains("kept as 8-bit bytes (u8), widened per layer by lookup table"),
                 "{}",
                 dm.reason
             );
@@ -69,12 +73,24 @@ fn macs_hold_fp8_as_bytes_and_say_why() {
                     "names the profile: {}",
                     dm.reason
                 );
-                assert!(dm.reason.contains("cannot hold fp8_e4m3fn"), "{}", dm.reason);
+                assert!(
+                    dm.reason.contains("cannot hold fp8_e4m3fn"),
+                    "{}",
+                    dm.reason
+                );
             } else {
                 assert!(dm.reason.contains("no fp8_e5m2 dtype"), "{}", dm.reason);
             }
-            let expected = if seed.starts_with("flux") { flux_compute } else { "f16" };
-            assert_eq!(dm.compute_dtype.as_str(), expected, "{profile_name} × {seed}");
+            let expected = if seed.starts_with("flux") {
+                flux_compute
+            } else {
+                "f16"
+            };
+            assert_eq!(
+                dm.compute_dtype.as_str(),
+                expected,
+                "{profile_name} × {seed}"
+            );
         }
     }
 }

@@ -137,7 +137,10 @@ mod tests {
             let x = i as f32 / 1000.0;
             let got = log_ps(x);
             let want = (x as f64).ln();
-            assert!((got as f64 - want).abs() < 1e-6, "log({x}) = {got}, want {want}");
+            assert!(
+                (got as f64 - want).abs() < 1e-6,
+                "log({x}) = {got}, want {want}"
+            );
         }
         assert!(log_ps(0.0).is_nan());
         assert!(log_ps(-1.0).is_nan());

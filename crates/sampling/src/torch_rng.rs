@@ -195,7 +195,11 @@ mod tests {
     fn randn_is_roughly_standard_normal() {
         let values = TorchGenerator::manual_seed(42).randn(&[100_000]);
         let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / 100_000.0;
-        let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / 100_000.0;
+        let var = values
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / 100_000.0;
         assert!(mean.abs() < 0.02, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "variance {var}");
     }

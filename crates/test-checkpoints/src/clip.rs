@@ -84,7 +84,13 @@ impl ClipConfig {
             ClipVariant::H => 48,
             ClipVariant::G => 64,
         };
-        ClipConfig { width, heads: width / 16, intermediate: 4 * width, projection_dim: width, ..ClipConfig::real(variant) }
+        ClipConfig {
+            width,
+            heads: width / 16,
+            intermediate: 4 * width,
+            projection_dim: width,
+            ..ClipConfig::real(variant)
+        }
     }
 
     /// The preset for `size`.
@@ -114,13 +120,19 @@ impl ClipConfig {
 
     /// `(name, shape)` of every tensor in HF naming, `text_projection.weight` included.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors().into_iter().map(|def| (def.name, def.shape)).collect()
+        self.tensors()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 
     /// Learned parameters of the text model, `text_projection` excluded.
     pub fn parameter_count(&self) -> u64 {
-        let defs: Vec<TensorDef> =
-            self.tensors().into_iter().filter(|def| def.name != "text_projection.weight").collect();
+        let defs: Vec<TensorDef> = self
+            .tensors()
+            .into_iter()
+            .filter(|def| def.name != "text_projection.weight")
+            .collect();
         crate::tensor::parameter_count(&defs)
     }
 
@@ -128,12 +140,25 @@ impl ClipConfig {
     pub(crate) fn tensors(&self) -> Vec<TensorDef> {
         let width = self.width;
         let mut set = TensorSet::new(self.component());
-        set.push("text_model.embeddings.token_embedding.weight", vec![self.vocab, width], Role::Embedding);
-        set.push("text_model.embeddings.position_embedding.weight", vec![self.positions, width], Role::Embedding);
+        set.push(
+            "text_model.embeddings.token_embedding.weight",
+            vec![self.vocab, width],
+            Role::Embedding,
+        );
+        set.push(
+            "text_model.embeddings.position_embedding.weight",
+            vec![self.positions, width],
+            Role::Embedding,
+        );
         for layer in 0..self.layers {
             let prefix = format!("text_model.encoder.layers.{layer}");
             for projection in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                set.linear(&format!("{prefix}.self_attn.{projection}"), width, width, true);
+                set.linear(
+                    &format!("{prefix}.self_attn.{projection}"),
+                    width,
+                    width,
+                    true,
+                );
             }
             set.norm(&format!("{prefix}.layer_norm1"), width, true);
             set.linear(&format!("{prefix}.mlp.fc1"), self.intermediate, width, true);
@@ -179,9 +204,18 @@ impl ClipConfig {
                 out.push(def.renamed(to));
             }
         };
-        rename("text_model.embeddings.token_embedding.weight", "token_embedding.weight".into());
-        rename("text_model.embeddings.position_embedding.weight", "positional_embedding".into());
-        rename("text_model.final_layer_norm.weight", "ln_final.weight".into());
+        rename(
+            "text_model.embeddings.token_embedding.weight",
+            "token_embedding.weight".into(),
+        );
+        rename(
+            "text_model.embeddings.position_embedding.weight",
+            "positional_embedding".into(),
+        );
+        rename(
+            "text_model.final_layer_norm.weight",
+            "ln_final.weight".into(),
+        );
         rename("text_model.final_layer_norm.bias", "ln_final.bias".into());
         for layer in 0..self.layers {
             let hf = format!("text_model.encoder.layers.{layer}");
@@ -200,13 +234,20 @@ impl ClipConfig {
         }
         for layer in 0..self.layers {
             let hf = format!("text_model.encoder.layers.{layer}.self_attn");
-            for (end, shape) in [("weight", vec![3 * self.width, self.width]), ("bias", vec![3 * self.width])] {
+            for (end, shape) in [
+                ("weight", vec![3 * self.width, self.width]),
+                ("bias", vec![3 * self.width]),
+            ] {
                 let runs: Vec<Run> = ["q_proj", "k_proj", "v_proj"]
                     .iter()
                     .filter_map(|p| find(&canonical, &format!("{hf}.{p}.{end}")))
                     .filter_map(|def| def.whole_run().cloned())
                     .collect();
-                let role = if end == "weight" { Role::Linear } else { Role::Bias };
+                let role = if end == "weight" {
+                    Role::Linear
+                } else {
+                    Role::Bias
+                };
                 out.push(TensorDef {
                     name: format!("transformer.resblocks.{layer}.attn.in_proj_{end}"),
                     shape,
@@ -215,12 +256,18 @@ impl ClipConfig {
                 });
             }
         }
-        if let Some(run) = find(&canonical, "text_projection.weight").and_then(|def| def.whole_run().cloned()) {
+        if let Some(run) =
+            find(&canonical, "text_projection.weight").and_then(|def| def.whole_run().cloned())
+        {
             out.push(TensorDef {
                 name: "text_projection".into(),
                 shape: vec![self.width, self.projection_dim],
                 role: Role::Linear,
-                values: Values::Transposed { run, rows: self.projection_dim, cols: self.width },
+                values: Values::Transposed {
+                    run,
+                    rows: self.projection_dim,
+                    cols: self.width,
+                },
             });
         }
         out.push(logit_scale("logit_scale"));
@@ -230,7 +277,12 @@ impl ClipConfig {
 
 /// A trained CLIP `logit_scale` scalar under `name`.
 pub(crate) fn logit_scale(name: &str) -> TensorDef {
-    TensorDef { name: name.into(), shape: vec![], role: Role::Parameter, values: Values::Constant(TRAINED_LOGIT_SCALE) }
+    TensorDef {
+        name: name.into(),
+        shape: vec![],
+        role: Role::Parameter,
+        values: Values::Constant(TRAINED_LOGIT_SCALE),
+    }
 }
 
 #[cfg(test)]
@@ -243,15 +295,29 @@ mod tests {
         // text_projection (CLIPTextModelWithProjection): 123,650,304.
         let config = ClipConfig::real(ClipVariant::L);
         assert_eq!(config.parameter_count(), 123_060_480);
-        assert_eq!(crate::tensor::parameter_count(&config.tensors()), 123_650_304);
+        assert_eq!(
+            crate::tensor::parameter_count(&config.tensors()),
+            123_650_304
+        );
     }
 
     #[test]
     fn key_counts_match_real_files() {
         // SD1 cond_stage_model: 196 + position_ids; SD2 open_clip H: 294; SDXL open_clip G: 390.
-        assert_eq!(ClipConfig::real(ClipVariant::L).hf_tensors(false, true).len(), 197);
-        assert_eq!(ClipConfig::real(ClipVariant::H).open_clip_tensors().len(), 294);
-        assert_eq!(ClipConfig::real(ClipVariant::G).open_clip_tensors().len(), 390);
+        assert_eq!(
+            ClipConfig::real(ClipVariant::L)
+                .hf_tensors(false, true)
+                .len(),
+            197
+        );
+        assert_eq!(
+            ClipConfig::real(ClipVariant::H).open_clip_tensors().len(),
+            294
+        );
+        assert_eq!(
+            ClipConfig::real(ClipVariant::G).open_clip_tensors().len(),
+            390
+        );
     }
 
     #[test]
@@ -259,14 +325,22 @@ mod tests {
         let config = ClipConfig::tiny(ClipVariant::H);
         let hf = config.tensors();
         let oc = config.open_clip_tensors();
-        let Some(fused) = find(&oc, "transformer.resblocks.3.attn.in_proj_weight") else { panic!("missing") };
+        let Some(fused) = find(&oc, "transformer.resblocks.3.attn.in_proj_weight") else {
+            panic!("missing")
+        };
         let fused = fused.float_values(5);
         let width = config.width;
         for (index, name) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-            let Some(part) = find(&hf, &format!("text_model.encoder.layers.3.self_attn.{name}.weight")) else {
+            let Some(part) = find(
+                &hf,
+                &format!("text_model.encoder.layers.3.self_attn.{name}.weight"),
+            ) else {
                 panic!("missing")
             };
-            assert_eq!(&fused[index * width * width..(index + 1) * width * width], &part.float_values(5)[..]);
+            assert_eq!(
+                &fused[index * width * width..(index + 1) * width * width],
+                &part.float_values(5)[..]
+            );
         }
     }
 }

@@ -67,7 +67,11 @@ impl FluxConfig {
     pub fn real(variant: FluxVariant) -> FluxConfig {
         FluxConfig {
             variant,
-            in_channels: if variant == FluxVariant::Fill { 384 } else { 64 },
+            in_channels: if variant == FluxVariant::Fill {
+                384
+            } else {
+                64
+            },
             out_channels: 64,
             hidden_size: 3072,
             num_heads: 24,
@@ -113,7 +117,10 @@ impl FluxConfig {
 
     /// `(name, shape)` of every tensor in BFL naming.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors().into_iter().map(|def| (def.name, def.shape)).collect()
+        self.tensors()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 
     /// Number of learned parameters.
@@ -142,8 +149,16 @@ impl FluxConfig {
                 let prefix = format!("double_blocks.{block}.{stream}");
                 set.linear(&format!("{prefix}_mod.lin"), 6 * hidden, hidden, true);
                 set.linear(&format!("{prefix}_attn.qkv"), 3 * hidden, hidden, true);
-                set.push(format!("{prefix}_attn.norm.query_norm.scale"), vec![head], Role::Norm);
-                set.push(format!("{prefix}_attn.norm.key_norm.scale"), vec![head], Role::Norm);
+                set.push(
+                    format!("{prefix}_attn.norm.query_norm.scale"),
+                    vec![head],
+                    Role::Norm,
+                );
+                set.push(
+                    format!("{prefix}_attn.norm.key_norm.scale"),
+                    vec![head],
+                    Role::Norm,
+                );
                 set.linear(&format!("{prefix}_attn.proj"), hidden, hidden, true);
                 set.linear(&format!("{prefix}_mlp.0"), mlp, hidden, true);
                 set.linear(&format!("{prefix}_mlp.2"), hidden, mlp, true);
@@ -153,9 +168,22 @@ impl FluxConfig {
             let prefix = format!("single_blocks.{block}");
             set.linear(&format!("{prefix}.linear1"), 3 * hidden + mlp, hidden, true);
             set.linear(&format!("{prefix}.linear2"), hidden, hidden + mlp, true);
-            set.push(format!("{prefix}.norm.query_norm.scale"), vec![head], Role::Norm);
-            set.push(format!("{prefix}.norm.key_norm.scale"), vec![head], Role::Norm);
-            set.linear(&format!("{prefix}.modulation.lin"), 3 * hidden, hidden, true);
+            set.push(
+                format!("{prefix}.norm.query_norm.scale"),
+                vec![head],
+                Role::Norm,
+            );
+            set.push(
+                format!("{prefix}.norm.key_norm.scale"),
+                vec![head],
+                Role::Norm,
+            );
+            set.linear(
+                &format!("{prefix}.modulation.lin"),
+                3 * hidden,
+                hidden,
+                true,
+            );
         }
         set.linear("final_layer.linear", self.out_channels, hidden, true);
         set.linear("final_layer.adaLN_modulation.1", 2 * hidden, hidden, true);
@@ -167,22 +195,53 @@ impl FluxConfig {
         let canonical = self.tensors();
         let hidden = self.hidden_size;
         let mut out = Vec::new();
-        let mut map = Mapper { canonical: &canonical, out: &mut out };
+        let mut map = Mapper {
+            canonical: &canonical,
+            out: &mut out,
+        };
         map.both("img_in", "x_embedder");
-        map.both("time_in.in_layer", "time_text_embed.timestep_embedder.linear_1");
-        map.both("time_in.out_layer", "time_text_embed.timestep_embedder.linear_2");
+        map.both(
+            "time_in.in_layer",
+            "time_text_embed.timestep_embedder.linear_1",
+        );
+        map.both(
+            "time_in.out_layer",
+            "time_text_embed.timestep_embedder.linear_2",
+        );
         if self.guidance_embed {
-            map.both("guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1");
-            map.both("guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2");
+            map.both(
+                "guidance_in.in_layer",
+                "time_text_embed.guidance_embedder.linear_1",
+            );
+            map.both(
+                "guidance_in.out_layer",
+                "time_text_embed.guidance_embedder.linear_2",
+            );
         }
-        map.both("vector_in.in_layer", "time_text_embed.text_embedder.linear_1");
-        map.both("vector_in.out_layer", "time_text_embed.text_embedder.linear_2");
+        map.both(
+            "vector_in.in_layer",
+            "time_text_embed.text_embedder.linear_1",
+        );
+        map.both(
+            "vector_in.out_layer",
+            "time_text_embed.text_embedder.linear_2",
+        );
         map.both("txt_in", "context_embedder");
         for block in 0..self.depth {
             let from = format!("double_blocks.{block}");
             let to = format!("transformer_blocks.{block}");
-            map.split(&format!("{from}.img_attn.qkv"), &format!("{to}.attn"), &["to_q", "to_k", "to_v"], hidden);
-            map.split(&format!("{from}.txt_attn.qkv"), &format!("{to}.attn"), &["add_q_proj", "add_k_proj", "add_v_proj"], hidden);
+            map.split(
+                &format!("{from}.img_attn.qkv"),
+                &format!("{to}.attn"),
+                &["to_q", "to_k", "to_v"],
+                hidden,
+            );
+            map.split(
+                &format!("{from}.txt_attn.qkv"),
+                &format!("{to}.attn"),
+                &["add_q_proj", "add_k_proj", "add_v_proj"],
+                hidden,
+            );
             for (bfl, diffusers) in [
                 ("img_attn.proj", "attn.to_out.0"),
                 ("img_mod.lin", "norm1.linear"),
@@ -214,12 +273,26 @@ impl FluxConfig {
                 ("proj_mlp", 3 * hidden, self.mlp_hidden()),
             ];
             for (name, start, rows) in parts {
-                map.rows(&format!("{from}.linear1"), &format!("{to}.{name}"), start, rows);
+                map.rows(
+                    &format!("{from}.linear1"),
+                    &format!("{to}.{name}"),
+                    start,
+                    rows,
+                );
             }
-            map.both(&format!("{from}.modulation.lin"), &format!("{to}.norm.linear"));
+            map.both(
+                &format!("{from}.modulation.lin"),
+                &format!("{to}.norm.linear"),
+            );
             map.both(&format!("{from}.linear2"), &format!("{to}.proj_out"));
-            map.rename(&format!("{from}.norm.query_norm.scale"), &format!("{to}.attn.norm_q.weight"));
-            map.rename(&format!("{from}.norm.key_norm.scale"), &format!("{to}.attn.norm_k.weight"));
+            map.rename(
+                &format!("{from}.norm.query_norm.scale"),
+                &format!("{to}.attn.norm_q.weight"),
+            );
+            map.rename(
+                &format!("{from}.norm.key_norm.scale"),
+                &format!("{to}.attn.norm_k.weight"),
+            );
         }
         map.both("final_layer.linear", "proj_out");
         map.swapped_halves("final_layer.adaLN_modulation.1", "norm_out.linear");
@@ -251,13 +324,24 @@ impl Mapper<'_> {
     /// Rows `start .. start + rows` of a Linear (weight and bias) as a new Linear.
     pub(crate) fn rows(&mut self, from: &str, to: &str, start: usize, rows: usize) {
         for end in ["weight", "bias"] {
-            let Some(def) = find(self.canonical, &format!("{from}.{end}")) else { continue };
+            let Some(def) = find(self.canonical, &format!("{from}.{end}")) else {
+                continue;
+            };
             let Some(run) = def.whole_run() else { continue };
             let row_len: usize = def.shape.iter().skip(1).product();
             let mut shape = def.shape.clone();
             shape[0] = rows;
-            let run = Run { offset: run.offset + start * row_len, len: rows * row_len, ..run.clone() };
-            self.out.push(TensorDef { name: format!("{to}.{end}"), shape, role: def.role, values: Values::Runs(vec![run]) });
+            let run = Run {
+                offset: run.offset + start * row_len,
+                len: rows * row_len,
+                ..run.clone()
+            };
+            self.out.push(TensorDef {
+                name: format!("{to}.{end}"),
+                shape,
+                role: def.role,
+                values: Values::Runs(vec![run]),
+            });
         }
     }
 
@@ -272,11 +356,20 @@ impl Mapper<'_> {
     /// diffusers `scale, shift`).
     pub(crate) fn swapped_halves(&mut self, from: &str, to: &str) {
         for end in ["weight", "bias"] {
-            let Some(def) = find(self.canonical, &format!("{from}.{end}")) else { continue };
+            let Some(def) = find(self.canonical, &format!("{from}.{end}")) else {
+                continue;
+            };
             let Some(run) = def.whole_run() else { continue };
             let half = run.len / 2;
-            let second = Run { offset: run.offset + half, len: half, ..run.clone() };
-            let first = Run { len: half, ..run.clone() };
+            let second = Run {
+                offset: run.offset + half,
+                len: half,
+                ..run.clone()
+            };
+            let first = Run {
+                len: half,
+                ..run.clone()
+            };
             self.out.push(TensorDef {
                 name: format!("{to}.{end}"),
                 shape: def.shape.clone(),
@@ -302,7 +395,10 @@ mod tests {
     #[test]
     fn flux_dev_parameter_count_matches_published() {
         // FluxTransformer2DModel (FLUX.1-dev): 11,901,408,320 parameters.
-        assert_eq!(FluxConfig::real(FluxVariant::Dev).parameter_count(), 11_901_408_320);
+        assert_eq!(
+            FluxConfig::real(FluxVariant::Dev).parameter_count(),
+            11_901_408_320
+        );
     }
 
     #[test]
@@ -312,13 +408,22 @@ mod tests {
         let diffusers = config.diffusers_tensors();
         let total = |defs: &[TensorDef]| defs.iter().map(TensorDef::numel).sum::<usize>();
         assert_eq!(total(&canonical), total(&diffusers));
-        let Some(q) = diffusers.iter().find(|d| d.name == "single_transformer_blocks.3.attn.to_k.weight") else {
+        let Some(q) = diffusers
+            .iter()
+            .find(|d| d.name == "single_transformer_blocks.3.attn.to_k.weight")
+        else {
             panic!("missing")
         };
-        let Some(linear1) = canonical.iter().find(|d| d.name == "single_blocks.3.linear1.weight") else {
+        let Some(linear1) = canonical
+            .iter()
+            .find(|d| d.name == "single_blocks.3.linear1.weight")
+        else {
             panic!("missing")
         };
         let h = config.hidden_size;
-        assert_eq!(&q.float_values(1)[..], &linear1.float_values(1)[h * h..2 * h * h]);
+        assert_eq!(
+            &q.float_values(1)[..],
+            &linear1.float_values(1)[h * h..2 * h * h]
+        );
     }
 }

@@ -25,8 +25,20 @@ struct Format {
 impl Fp8Kind {
     fn format(self) -> Format {
         match self {
-            Fp8Kind::E4M3 => Format { mantissa_bits: 3, bias: 7, max_finite: 448.0, max_finite_code: 0x7E, nan_code: 0x7F },
-            Fp8Kind::E5M2 => Format { mantissa_bits: 2, bias: 15, max_finite: 57344.0, max_finite_code: 0x7B, nan_code: 0x7F },
+            Fp8Kind::E4M3 => Format {
+                mantissa_bits: 3,
+                bias: 7,
+                max_finite: 448.0,
+                max_finite_code: 0x7E,
+                nan_code: 0x7F,
+            },
+            Fp8Kind::E5M2 => Format {
+                mantissa_bits: 2,
+                bias: 15,
+                max_finite: 57344.0,
+                max_finite_code: 0x7B,
+                nan_code: 0x7F,
+            },
         }
     }
 
@@ -35,8 +47,41 @@ impl Fp8Kind {
         self.format().max_finite
     }
 
-    /// Encodes one value.
+    /// Encodes one value (round to nearest even, saturating).
     pub fn encode(self, value: f32) -> u8 {
+        let format = self.format();
+        let bits = value.to_bits();
+        let sign = ((bits >> 24) & 0x80) as u8;
+        let magnitude_bits = bits & 0x7FFF_FFFF;
+        if magnitude_bits > 0x7F80_0000 {
+            return sign | format.nan_code;
+        }
+        let magnitude = f32::from_bits(magnitude_bits);
+        if magnitude >= format.max_finite {
+            return sign | format.max_finite_code;
+        }
+        let exponent = (magnitude_bits >> 23) as i32 - 127;
+        let min_normal_exponent = 1 - format.bias;
+        if exponent < min_normal_exponent {
+            // Subnormal: scale so one step is 1 (exact, a power of two), then round to nearest
+            // even by adding and removing 2^23 (default rounding mode, no fast-math).
+            let scaled = magnitude * 2f32.powi(format.mantissa_bits - min_normal_exponent);
+            let rounded = (scaled + 8_388_608.0) - 8_388_608.0;
+            return sign | rounded as u8;
+        }
+        // Normal: round the f32 bits to `mantissa_bits` (ties to even; a carry moves into the
+        // exponent as it should), then rebias the exponent.
+        let shift = (23 - format.mantissa_bits) as u32;
+        let odd = (magnitude_bits >> shift) & 1;
+        let rounded = (magnitude_bits + (1 << (shift - 1)) - 1 + odd) >> shift;
+        let rebias = ((127 - format.bias) as u32) << format.mantissa_bits;
+        sign | (rounded - rebias) as u8
+    }
+
+    /// Reference encoder: plain float arithmetic, the slow twin [`Fp8Kind::encode`] is tested
+    /// against.
+    #[cfg(test)]
+    fn encode_reference(self, value: f32) -> u8 {
         let format = self.format();
         let sign = if value.is_sign_negative() { 0x80 } else { 0x00 };
         if value.is_nan() {
@@ -77,7 +122,11 @@ impl Fp8Kind {
         match self {
             Fp8Kind::E4M3 if byte & 0x7F == 0x7F => return f32::NAN,
             Fp8Kind::E5M2 if exponent_bits == 31 => {
-                return if mantissa == 0 { sign * f32::INFINITY } else { f32::NAN };
+                return if mantissa == 0 {
+                    sign * f32::INFINITY
+                } else {
+                    f32::NAN
+                };
             }
             _ => {}
         }
@@ -91,6 +140,34 @@ impl Fp8Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_encoder_matches_reference() {
+        let mut state = 12345u64;
+        for kind in [Fp8Kind::E4M3, Fp8Kind::E5M2] {
+            for bits in (0..=u16::MAX).step_by(1) {
+                let value = half::f16::from_bits(bits).to_f32();
+                if !value.is_nan() {
+                    assert_eq!(
+                        kind.encode(value),
+                        kind.encode_reference(value),
+                        "{kind:?} {value}"
+                    );
+                }
+            }
+            for _ in 0..200_000 {
+                state = crate::rng::splitmix64(state);
+                let value = f32::from_bits((state >> 32) as u32);
+                if value.is_finite() {
+                    assert_eq!(
+                        kind.encode(value),
+                        kind.encode_reference(value),
+                        "{kind:?} {value:e}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_finite_code_round_trips() {
@@ -134,12 +211,21 @@ mod tests {
     #[test]
     fn nearest_code_is_chosen() {
         for kind in [Fp8Kind::E4M3, Fp8Kind::E5M2] {
-            let finite: Vec<f32> = (0..=0x7Fu8).map(|b| kind.decode(b)).filter(|v| v.is_finite()).collect();
+            let finite: Vec<f32> = (0..=0x7Fu8)
+                .map(|b| kind.decode(b))
+                .filter(|v| v.is_finite())
+                .collect();
             let mut value = 0.000_01f32;
             while value < kind.max_finite() {
                 let decoded = kind.decode(kind.encode(value));
-                let best = finite.iter().map(|c| (c - value).abs()).fold(f32::MAX, f32::min);
-                assert!(((decoded - value).abs() - best).abs() <= best * 1e-6, "{kind:?} {value}");
+                let best = finite
+                    .iter()
+                    .map(|c| (c - value).abs())
+                    .fold(f32::MAX, f32::min);
+                assert!(
+                    ((decoded - value).abs() - best).abs() <= best * 1e-6,
+                    "{kind:?} {value}"
+                );
                 value *= 1.013;
             }
         }

@@ -120,7 +120,10 @@ impl MmditConfig {
 
     /// `(name, shape)` of every tensor in SAI naming.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors().into_iter().map(|def| (def.name, def.shape)).collect()
+        self.tensors()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 
     /// Number of learned parameters.
@@ -135,8 +138,16 @@ impl MmditConfig {
             set.linear(&format!("{prefix}.proj"), hidden, hidden, true);
         }
         if self.qk_norm {
-            set.push(format!("{prefix}.ln_q.weight"), vec![MMDIT_HEAD_DIM], Role::Norm);
-            set.push(format!("{prefix}.ln_k.weight"), vec![MMDIT_HEAD_DIM], Role::Norm);
+            set.push(
+                format!("{prefix}.ln_q.weight"),
+                vec![MMDIT_HEAD_DIM],
+                Role::Norm,
+            );
+            set.push(
+                format!("{prefix}.ln_k.weight"),
+                vec![MMDIT_HEAD_DIM],
+                Role::Norm,
+            );
         }
     }
 
@@ -147,7 +158,8 @@ impl MmditConfig {
         let mut set = TensorSet::new("diffusion_model");
         set.conv("x_embedder.proj", hidden, self.in_channels, patch);
         let positions = self.pos_embed_max_size * self.pos_embed_max_size;
-        set.push("pos_embed", vec![1, positions, hidden], Role::Parameter);
+        // A buffer (fixed sin-cos table), not a parameter: published parameter counts exclude it.
+        set.push("pos_embed", vec![1, positions, hidden], Role::Buffer);
         set.linear("t_embedder.mlp.0", hidden, 256, true);
         set.linear("t_embedder.mlp.2", hidden, hidden, true);
         set.linear("y_embedder.mlp.0", hidden, self.adm_in_channels, true);
@@ -157,7 +169,12 @@ impl MmditConfig {
             let pre_only = block + 1 == self.depth;
             let context = format!("joint_blocks.{block}.context_block");
             let modulations = if pre_only { 2 } else { 6 };
-            set.linear(&format!("{context}.adaLN_modulation.1"), modulations * hidden, hidden, true);
+            set.linear(
+                &format!("{context}.adaLN_modulation.1"),
+                modulations * hidden,
+                hidden,
+                true,
+            );
             self.attention(&mut set, &format!("{context}.attn"), pre_only);
             if !pre_only {
                 set.linear(&format!("{context}.mlp.fc1"), 4 * hidden, hidden, true);
@@ -166,7 +183,12 @@ impl MmditConfig {
             let x = format!("joint_blocks.{block}.x_block");
             let dual = self.x_block_self_attn_layers.contains(&block);
             let modulations = if dual { 9 } else { 6 };
-            set.linear(&format!("{x}.adaLN_modulation.1"), modulations * hidden, hidden, true);
+            set.linear(
+                &format!("{x}.adaLN_modulation.1"),
+                modulations * hidden,
+                hidden,
+                true,
+            );
             self.attention(&mut set, &format!("{x}.attn"), false);
             if dual {
                 self.attention(&mut set, &format!("{x}.attn2"), false);
@@ -174,7 +196,12 @@ impl MmditConfig {
             set.linear(&format!("{x}.mlp.fc1"), 4 * hidden, hidden, true);
             set.linear(&format!("{x}.mlp.fc2"), hidden, 4 * hidden, true);
         }
-        set.linear("final_layer.linear", patch * patch * self.out_channels, hidden, true);
+        set.linear(
+            "final_layer.linear",
+            patch * patch * self.out_channels,
+            hidden,
+            true,
+        );
         set.linear("final_layer.adaLN_modulation.1", 2 * hidden, hidden, true);
         set.into_defs()
     }
@@ -184,25 +211,44 @@ impl MmditConfig {
         let canonical = self.tensors();
         let hidden = self.hidden_size();
         let mut out = Vec::new();
-        let mut map = Mapper { canonical: &canonical, out: &mut out };
+        let mut map = Mapper {
+            canonical: &canonical,
+            out: &mut out,
+        };
         map.both("x_embedder.proj", "pos_embed.proj");
         map.rename("pos_embed", "pos_embed.pos_embed");
-        map.both("t_embedder.mlp.0", "time_text_embed.timestep_embedder.linear_1");
-        map.both("t_embedder.mlp.2", "time_text_embed.timestep_embedder.linear_2");
+        map.both(
+            "t_embedder.mlp.0",
+            "time_text_embed.timestep_embedder.linear_1",
+        );
+        map.both(
+            "t_embedder.mlp.2",
+            "time_text_embed.timestep_embedder.linear_2",
+        );
         map.both("y_embedder.mlp.0", "time_text_embed.text_embedder.linear_1");
         map.both("y_embedder.mlp.2", "time_text_embed.text_embedder.linear_2");
         map.both("context_embedder", "context_embedder");
         for block in 0..self.depth {
             let from = format!("joint_blocks.{block}");
             let to = format!("transformer_blocks.{block}");
-            map.split(&format!("{from}.x_block.attn.qkv"), &format!("{to}.attn"), &["to_q", "to_k", "to_v"], hidden);
+            map.split(
+                &format!("{from}.x_block.attn.qkv"),
+                &format!("{to}.attn"),
+                &["to_q", "to_k", "to_v"],
+                hidden,
+            );
             map.split(
                 &format!("{from}.context_block.attn.qkv"),
                 &format!("{to}.attn"),
                 &["add_q_proj", "add_k_proj", "add_v_proj"],
                 hidden,
             );
-            map.split(&format!("{from}.x_block.attn2.qkv"), &format!("{to}.attn2"), &["to_q", "to_k", "to_v"], hidden);
+            map.split(
+                &format!("{from}.x_block.attn2.qkv"),
+                &format!("{to}.attn2"),
+                &["to_q", "to_k", "to_v"],
+                hidden,
+            );
             let context_modulation = format!("{from}.context_block.adaLN_modulation.1");
             if block + 1 == self.depth {
                 map.swapped_halves(&context_modulation, &format!("{to}.norm1_context.linear"));
@@ -244,25 +290,49 @@ mod tests {
 
     #[test]
     fn sd3_medium_parameter_count_matches_published() {
-        // SD3Transformer2DModel (stable-diffusion-3-medium-diffusers): 2,028,328,000.
-        assert_eq!(MmditConfig::real(MmditVariant::Sd3Medium).parameter_count(), 2_028_328_000);
+        // SD3Transformer2DModel (stable-diffusion-3-medium-diffusers): 2,028,328,000 parameters
+        // (the 192² × 1536 `pos_embed` buffer not included).
+        assert_eq!(
+            MmditConfig::real(MmditVariant::Sd3Medium).parameter_count(),
+            2_028_328_000
+        );
     }
 
     #[test]
     fn diffusers_layout_keeps_every_value() {
-        for variant in [MmditVariant::Sd3Medium, MmditVariant::Sd35Medium, MmditVariant::Sd35Large] {
+        for variant in [
+            MmditVariant::Sd3Medium,
+            MmditVariant::Sd35Medium,
+            MmditVariant::Sd35Large,
+        ] {
             let config = MmditConfig::tiny(variant);
             let total = |defs: &[TensorDef]| defs.iter().map(TensorDef::numel).sum::<usize>();
-            assert_eq!(total(&config.tensors()), total(&config.diffusers_tensors()), "{variant:?}");
+            assert_eq!(
+                total(&config.tensors()),
+                total(&config.diffusers_tensors()),
+                "{variant:?}"
+            );
         }
     }
 
     #[test]
     fn medium_35_has_attn2_only_in_listed_blocks() {
-        let names: Vec<String> = MmditConfig::real(MmditVariant::Sd35Medium).tensor_shapes().into_iter().map(|(n, _)| n).collect();
-        assert!(names.iter().any(|n| n == "joint_blocks.12.x_block.attn2.qkv.weight"));
-        assert!(!names.iter().any(|n| n == "joint_blocks.13.x_block.attn2.qkv.weight"));
-        assert!(names.iter().any(|n| n == "joint_blocks.23.context_block.attn.ln_q.weight"));
-        assert!(!names.iter().any(|n| n == "joint_blocks.23.context_block.attn.proj.weight"));
+        let names: Vec<String> = MmditConfig::real(MmditVariant::Sd35Medium)
+            .tensor_shapes()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names
+            .iter()
+            .any(|n| n == "joint_blocks.12.x_block.attn2.qkv.weight"));
+        assert!(!names
+            .iter()
+            .any(|n| n == "joint_blocks.13.x_block.attn2.qkv.weight"));
+        assert!(names
+            .iter()
+            .any(|n| n == "joint_blocks.23.context_block.attn.ln_q.weight"));
+        assert!(!names
+            .iter()
+            .any(|n| n == "joint_blocks.23.context_block.attn.proj.weight"));
     }
 }

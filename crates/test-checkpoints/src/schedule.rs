@@ -67,7 +67,8 @@ impl ScheduleBuffer {
         let betas: Vec<f64> = (0..TIMESTEPS)
             .map(|step| {
                 let fraction = step as f64 / (TIMESTEPS - 1) as f64;
-                let root = LINEAR_START.sqrt() + fraction * (LINEAR_END.sqrt() - LINEAR_START.sqrt());
+                let root =
+                    LINEAR_START.sqrt() + fraction * (LINEAR_END.sqrt() - LINEAR_START.sqrt());
                 root * root
             })
             .collect();
@@ -77,8 +78,9 @@ impl ScheduleBuffer {
             product *= 1.0 - beta;
             cumprod.push(product);
         }
-        let previous: Vec<f64> =
-            std::iter::once(1.0).chain(cumprod.iter().copied().take(TIMESTEPS - 1)).collect();
+        let previous: Vec<f64> = std::iter::once(1.0)
+            .chain(cumprod.iter().copied().take(TIMESTEPS - 1))
+            .collect();
         let posterior_variance: Vec<f64> = (0..TIMESTEPS)
             .map(|t| betas[t] * (1.0 - previous[t]) / (1.0 - cumprod[t]))
             .collect();
@@ -93,8 +95,12 @@ impl ScheduleBuffer {
                 ScheduleBuffer::SqrtRecipAlphasCumprod => (1.0 / cumprod[t]).sqrt(),
                 ScheduleBuffer::SqrtRecipm1AlphasCumprod => (1.0 / cumprod[t] - 1.0).sqrt(),
                 ScheduleBuffer::PosteriorVariance => posterior_variance[t],
-                ScheduleBuffer::PosteriorLogVarianceClipped => posterior_variance[t].max(1e-20).ln(),
-                ScheduleBuffer::PosteriorMeanCoef1 => betas[t] * previous[t].sqrt() / (1.0 - cumprod[t]),
+                ScheduleBuffer::PosteriorLogVarianceClipped => {
+                    posterior_variance[t].max(1e-20).ln()
+                }
+                ScheduleBuffer::PosteriorMeanCoef1 => {
+                    betas[t] * previous[t].sqrt() / (1.0 - cumprod[t])
+                }
                 ScheduleBuffer::PosteriorMeanCoef2 => {
                     (1.0 - previous[t]) * (1.0 - betas[t]).sqrt() / (1.0 - cumprod[t])
                 }

@@ -75,13 +75,26 @@ impl Family {
     pub fn is_diffusion_model(self) -> bool {
         !matches!(
             self,
-            Family::ClipL | Family::ClipLWithProjection | Family::ClipG | Family::OpenClipH | Family::T5Xxl | Family::Vae4 | Family::Vae16
+            Family::ClipL
+                | Family::ClipLWithProjection
+                | Family::ClipG
+                | Family::OpenClipH
+                | Family::T5Xxl
+                | Family::Vae4
+                | Family::Vae16
         )
     }
 
     /// Whether this family is a text encoder.
     pub fn is_text_encoder(self) -> bool {
-        matches!(self, Family::ClipL | Family::ClipLWithProjection | Family::ClipG | Family::OpenClipH | Family::T5Xxl)
+        matches!(
+            self,
+            Family::ClipL
+                | Family::ClipLWithProjection
+                | Family::ClipG
+                | Family::OpenClipH
+                | Family::T5Xxl
+        )
     }
 
     /// Whether this family is a VAE.
@@ -102,7 +115,7 @@ impl Family {
 
     /// Stem of realistic file names for one packaging.
     fn stem(self, packaging: Packaging) -> &'static str {
-        use Packaging::{Diffusers, Gguf, SingleFile, Standalone, TorchCkpt};
+        use Packaging::{Diffusers, SingleFile, TorchCkpt};
         match (self, packaging) {
             (Family::Sd1, SingleFile | TorchCkpt) => "v1-5-pruned-emaonly",
             (Family::Sd1, Diffusers) => "stable-diffusion-v1-5",
@@ -300,7 +313,7 @@ pub enum Packaging {
     Diffusers,
     /// A `torch.save` zip `.ckpt` wrapped as `{"state_dict": OrderedDict}`.
     TorchCkpt,
-    /// A city96-style `.gguf` of the diffusion model.
+    /// A city96-style `.gguf` of the diffusion model (tiny size only).
     Gguf,
 }
 
@@ -321,14 +334,24 @@ pub struct CheckpointSpec {
 
 impl fmt::Display for CheckpointSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}/{:?}/{:?}/{:?}/seed {}", self.family, self.storage, self.packaging, self.size, self.seed)
+        write!(
+            f,
+            "{:?}/{:?}/{:?}/{:?}/seed {}",
+            self.family, self.storage, self.packaging, self.size, self.seed
+        )
     }
 }
 
 impl CheckpointSpec {
     /// A tiny spec with seed 0.
     pub fn new(family: Family, storage: Storage, packaging: Packaging) -> CheckpointSpec {
-        CheckpointSpec { family, storage, packaging, size: Size::Tiny, seed: 0 }
+        CheckpointSpec {
+            family,
+            storage,
+            packaging,
+            size: Size::Tiny,
+            seed: 0,
+        }
     }
 
     /// The same spec with another seed.
@@ -341,13 +364,21 @@ impl CheckpointSpec {
         CheckpointSpec { size, ..self }
     }
 
-    /// Whether [`crate::write`] accepts this combination.
+    /// Whether [`crate::write`] accepts this combination:
+    /// - `SingleFile`: diffusion-model families, any plain storage;
+    /// - `Standalone`: every family, any plain storage (VAEs: f32/f16/bf16 only);
+    /// - `Diffusers`: SD1, SDXL, SD3/3.5, Flux and the VAEs, f32/f16/bf16;
+    /// - `TorchCkpt`: SD1, SD2 (ε and v) and the 4-channel VAE, f32/f16/bf16;
+    /// - `Gguf`: diffusion-model families with a [`Storage::Gguf`] storage, tiny size only (the
+    ///   GGUF writer holds every quantised tensor in memory).
     pub fn is_supported(&self) -> bool {
         let family = self.family;
         let gguf_storage = matches!(self.storage, Storage::Gguf(_));
         match self.packaging {
             Packaging::SingleFile => family.is_diffusion_model() && !gguf_storage,
-            Packaging::Standalone => !gguf_storage && (!family.is_vae() || self.storage.is_full_precision()),
+            Packaging::Standalone => {
+                !gguf_storage && (!family.is_vae() || self.storage.is_full_precision())
+            }
             Packaging::Diffusers => {
                 self.storage.is_full_precision()
                     && matches!(
@@ -365,9 +396,15 @@ impl CheckpointSpec {
                     )
             }
             Packaging::TorchCkpt => {
-                self.storage.is_full_precision() && matches!(family, Family::Sd1 | Family::Sd2 | Family::Sd2V | Family::Vae4)
+                self.storage.is_full_precision()
+                    && matches!(
+                        family,
+                        Family::Sd1 | Family::Sd2 | Family::Sd2V | Family::Vae4
+                    )
             }
-            Packaging::Gguf => family.is_diffusion_model() && gguf_storage && self.size == Size::Tiny,
+            Packaging::Gguf => {
+                family.is_diffusion_model() && gguf_storage && self.size == Size::Tiny
+            }
         }
     }
 
@@ -385,15 +422,25 @@ impl CheckpointSpec {
     pub fn relative_path(&self) -> PathBuf {
         let stem = self.family.stem(self.packaging);
         let tag = self.storage.tag();
-        let separator = if self.family.is_text_encoder() { "_" } else { "-" };
+        let separator = if self.family.is_text_encoder() {
+            "_"
+        } else {
+            "-"
+        };
         let size = match self.size {
             Size::Tiny => "",
             Size::Real => "-real",
         };
-        let seed = if self.seed == 0 { String::new() } else { format!("-seed{}", self.seed) };
+        let seed = if self.seed == 0 {
+            String::new()
+        } else {
+            format!("-seed{}", self.seed)
+        };
         let stem = format!("{stem}{separator}{tag}{size}{seed}");
         match self.packaging {
-            Packaging::SingleFile | Packaging::Standalone => PathBuf::from(format!("{stem}.safetensors")),
+            Packaging::SingleFile | Packaging::Standalone => {
+                PathBuf::from(format!("{stem}.safetensors"))
+            }
             Packaging::TorchCkpt => PathBuf::from(format!("{stem}.ckpt")),
             Packaging::Gguf => PathBuf::from(format!("{stem}.gguf")),
             Packaging::Diffusers if self.family.is_vae() => {
@@ -404,15 +451,16 @@ impl CheckpointSpec {
     }
 }
 
-/// A curated coverage matrix, tiny size, seed 0: every family in every packaging it supports at
-/// least once (f16, or bf16 for the bf16-native Flux/SD3.5 diffusers releases), every plain
-/// storage swept over the single-file checkpoint and the standalone diffusion model of Flux dev
-/// and SD1 and over the standalone T5 and CLIP-L, every GGUF quantisation on Flux dev and a few
-/// on the other diffusion models, and the real-world `.ckpt`s. The full product of supported
-/// combinations is left out because the SDXL-sized files make it too slow; any supported
-/// combination can still be written with [`crate::write`].
+/// A curated coverage matrix (tiny, seed 0) that keeps writing everything fast enough for a
+/// debug-build test: every family in every packaging it supports at least once; every plain
+/// storage on a single-file checkpoint and on the small standalone parts; every GGUF
+/// quantisation on Flux dev. The big SDXL-sized files appear only where they add a layout. The
+/// full product of supported combinations (see [`CheckpointSpec::is_supported`]) is ~350 specs
+/// and several GB, so it is left to callers that need a particular one.
 pub fn all_specs() -> Vec<CheckpointSpec> {
-    use Packaging::{Diffusers, Gguf, SingleFile, Standalone, TorchCkpt};
+    use Family::*;
+    use Packaging::{Diffusers, SingleFile, Standalone, TorchCkpt};
+    use Storage::{MixedF8E4M3, ScaledF8E4M3, ScaledF8E5M2, BF16, F16, F32, F8E4M3, F8E5M2};
     let mut specs = Vec::new();
     let mut add = |family: Family, storage: Storage, packaging: Packaging| {
         let spec = CheckpointSpec::new(family, storage, packaging);
@@ -420,55 +468,83 @@ pub fn all_specs() -> Vec<CheckpointSpec> {
             specs.push(spec);
         }
     };
-    for family in Family::ALL {
-        let preferred = match family {
-            Family::FluxDev | Family::FluxSchnell | Family::FluxFill | Family::Sd35Medium | Family::Sd35Large | Family::Vae16 => {
-                Storage::BF16
-            }
-            _ => Storage::F16,
-        };
-        for packaging in [SingleFile, Standalone, Diffusers, TorchCkpt] {
-            add(family, preferred, packaging);
-            add(family, Storage::F16, packaging);
-        }
-        add(family, Storage::Gguf(GgufQuant::Q8_0), Gguf);
-    }
-    for storage in Storage::PLAIN {
-        for family in [Family::FluxDev, Family::Sd1] {
-            add(family, storage, SingleFile);
-            add(family, storage, Standalone);
-        }
-        for family in [Family::T5Xxl, Family::ClipL, Family::Sd3Medium] {
-            add(family, storage, Standalone);
-        }
-    }
-    for storage in [Storage::F8E4M3, Storage::ScaledF8E4M3] {
-        for family in [Family::Sd35Large, Family::Sdxl, Family::FluxSchnell, Family::Sd35Medium] {
-            add(family, storage, SingleFile);
-        }
-        for family in [Family::ClipG, Family::ClipLWithProjection, Family::OpenClipH, Family::Sd2V, Family::SdxlRefiner] {
-            add(family, storage, Standalone);
-        }
-    }
-    for quant in GgufQuant::ALL {
-        add(Family::FluxDev, Storage::Gguf(quant), Gguf);
-    }
-    for (family, quant) in [
-        (Family::Sd1, GgufQuant::Q4_K_S),
-        (Family::Sd1, GgufQuant::F16),
-        (Family::Sdxl, GgufQuant::Q4_K_S),
-        (Family::Sd2, GgufQuant::Q5_0),
-        (Family::Sd3Medium, GgufQuant::Q6_K),
-        (Family::Sd35Large, GgufQuant::Q4_0),
-        (Family::Sd35Medium, GgufQuant::Q5_1),
-        (Family::FluxSchnell, GgufQuant::Q4_1),
-        (Family::FluxFill, GgufQuant::Q5_K_S),
+    // Single-file checkpoints, each in a storage a real release of it uses.
+    for (family, storage) in [
+        (Sd1, F16),
+        (Sd2, F16),
+        (Sd2V, F16),
+        (Sdxl, F16),
+        (SdxlRefiner, F16),
+        (Sd3Medium, F16),
+        (Sd35Medium, BF16),
+        (Sd35Large, ScaledF8E4M3),
+        (FluxDev, F8E4M3),
+        (FluxSchnell, BF16),
+        (FluxFill, MixedF8E4M3),
     ] {
-        add(family, Storage::Gguf(quant), Gguf);
+        add(family, storage, SingleFile);
     }
-    for (family, storage) in [(Family::Sd1, Storage::F32), (Family::Sd2V, Storage::F32), (Family::Vae4, Storage::F32)] {
+    add(Sd1, F8E5M2, SingleFile);
+    add(Sd1, ScaledF8E5M2, SingleFile);
+    // Standalone parts: every family once.
+    for (family, storage) in [
+        (Sd1, F16),
+        (Sd2, F16),
+        (Sd2V, F16),
+        (Sdxl, F8E4M3),
+        (SdxlRefiner, ScaledF8E4M3),
+        (Sd35Medium, BF16),
+        (Sd35Large, BF16),
+        (FluxDev, BF16),
+        (FluxSchnell, F8E4M3),
+        (FluxFill, BF16),
+        (ClipLWithProjection, F16),
+        (ClipG, F16),
+        (OpenClipH, F16),
+        (Vae4, F16),
+        (Vae16, BF16),
+    ] {
+        add(family, storage, Standalone);
+    }
+    // Every plain storage on the small standalone parts.
+    for storage in Storage::PLAIN {
+        for family in [Sd3Medium, ClipL, FluxDev, T5Xxl] {
+            add(family, storage, Standalone);
+        }
+    }
+    // Diffusers folders.
+    for (family, storage) in [
+        (Sd1, F16),
+        (Sdxl, F16),
+        (Sd3Medium, F16),
+        (Sd35Medium, BF16),
+        (FluxDev, BF16),
+        (FluxFill, BF16),
+        (Vae4, F16),
+        (Vae16, BF16),
+    ] {
+        add(family, storage, Diffusers);
+    }
+    // torch.save checkpoints.
+    for (family, storage) in [(Sd1, F16), (Sd2V, F16), (Vae4, F32)] {
         add(family, storage, TorchCkpt);
     }
-    add(Family::Sd1, Storage::F32, Diffusers);
+    // GGUF: every quantisation on Flux dev, one per other architecture.
+    for quant in GgufQuant::ALL {
+        add(FluxDev, Storage::Gguf(quant), Packaging::Gguf);
+    }
+    for (family, quant) in [
+        (Sd1, GgufQuant::Q4_K_S),
+        (Sd2V, GgufQuant::Q5_0),
+        (Sdxl, GgufQuant::Q8_0),
+        (SdxlRefiner, GgufQuant::Q4_0),
+        (Sd3Medium, GgufQuant::Q6_K),
+        (Sd35Medium, GgufQuant::Q5_1),
+        (Sd35Large, GgufQuant::Q4_1),
+        (FluxSchnell, GgufQuant::Q4_K_S),
+        (FluxFill, GgufQuant::Q5_K_S),
+    ] {
+        add(family, Storage::Gguf(quant), Packaging::Gguf);
+    }
     specs
 }

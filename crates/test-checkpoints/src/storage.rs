@@ -63,7 +63,12 @@ pub(crate) enum Placement {
 }
 
 /// The encoding of a tensor with `role` in `part` under `storage`.
-pub(crate) fn encoding_for(storage: Storage, part: Part, role: Role, placement: Placement) -> Encoding {
+pub(crate) fn encoding_for(
+    storage: Storage,
+    part: Part,
+    role: Role,
+    placement: Placement,
+) -> Encoding {
     match role {
         Role::Index => return Encoding::Int64,
         Role::Counter => return Encoding::Int32,
@@ -78,7 +83,9 @@ pub(crate) fn encoding_for(storage: Storage, part: Part, role: Role, placement: 
             let kind = storage.fp8_kind().unwrap_or(Fp8Kind::E4M3);
             match part {
                 Part::DiffusionModel => Encoding::Fp8(kind),
-                Part::Clip if placement == Placement::InCheckpoint => Encoding::Float(FloatType::F16),
+                Part::Clip if placement == Placement::InCheckpoint => {
+                    Encoding::Float(FloatType::F16)
+                }
                 _ if text_encoder && role == Role::Linear => Encoding::Fp8(kind),
                 _ if text_encoder => Encoding::Float(FloatType::F32),
                 Part::Vae => Encoding::Float(FloatType::BF16),
@@ -93,7 +100,8 @@ pub(crate) fn encoding_for(storage: Storage, part: Part, role: Role, placement: 
         },
         Storage::ScaledF8E4M3 | Storage::ScaledF8E5M2 => {
             let kind = storage.fp8_kind().unwrap_or(Fp8Kind::E4M3);
-            let scaled_part = part == Part::DiffusionModel || (text_encoder && placement == Placement::Alone);
+            let scaled_part =
+                part == Part::DiffusionModel || (text_encoder && placement == Placement::Alone);
             match part {
                 _ if scaled_part && role == Role::Linear => Encoding::ScaledFp8(kind),
                 Part::Extra => Encoding::Float(FloatType::F32),
@@ -106,21 +114,50 @@ pub(crate) fn encoding_for(storage: Storage, part: Part, role: Role, placement: 
 /// Whether `part` carries the `scaled_fp8` marker and per-layer scales under `storage`.
 pub(crate) fn is_scaled(storage: Storage, part: Part, placement: Placement) -> bool {
     matches!(storage, Storage::ScaledF8E4M3 | Storage::ScaledF8E5M2)
-        && (part == Part::DiffusionModel || (matches!(part, Part::Clip | Part::T5) && placement == Placement::Alone))
+        && (part == Part::DiffusionModel
+            || (matches!(part, Part::Clip | Part::T5) && placement == Placement::Alone))
 }
 
 /// Little-endian bytes of float values in a plain float type.
 pub(crate) fn float_bytes(values: &[f32], float: FloatType) -> Vec<u8> {
+    let width = match float {
+        FloatType::F32 => 4,
+        FloatType::F16 | FloatType::BF16 => 2,
+    };
+    let mut out = Vec::with_capacity(values.len() * width);
     match float {
-        FloatType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        FloatType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-        FloatType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        FloatType::F32 => {
+            for value in values {
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        FloatType::F16 => {
+            for value in values {
+                out.extend_from_slice(&half::f16::from_f32(*value).to_le_bytes());
+            }
+        }
+        FloatType::BF16 => {
+            for value in values {
+                out.extend_from_slice(&half::bf16::from_f32(*value).to_le_bytes());
+            }
+        }
     }
+    out
 }
 
 /// fp8 bytes of `values / scale`.
 pub(crate) fn fp8_bytes(values: &[f32], kind: Fp8Kind, scale: f32) -> Vec<u8> {
-    values.iter().map(|v| kind.encode(v / scale)).collect()
+    let mut out = Vec::with_capacity(values.len());
+    if scale == 1.0 {
+        for value in values {
+            out.push(kind.encode(*value));
+        }
+    } else {
+        for value in values {
+            out.push(kind.encode(value / scale));
+        }
+    }
+    out
 }
 
 /// The scale ComfyUI's scaled-fp8 files use: max |w| / fp8 max (1 for an all-zero weight).
@@ -141,22 +178,52 @@ mod tests {
     fn comfy_org_fp8_checkpoint_rules() {
         let e4 = Storage::F8E4M3;
         let inside = Placement::InCheckpoint;
-        assert_eq!(encoding_for(e4, Part::DiffusionModel, Role::Norm, inside), Encoding::Fp8(Fp8Kind::E4M3));
-        assert_eq!(encoding_for(e4, Part::Clip, Role::Linear, inside), Encoding::Float(FloatType::F16));
-        assert_eq!(encoding_for(e4, Part::T5, Role::Linear, inside), Encoding::Fp8(Fp8Kind::E4M3));
-        assert_eq!(encoding_for(e4, Part::T5, Role::Embedding, inside), Encoding::Float(FloatType::F32));
-        assert_eq!(encoding_for(e4, Part::Vae, Role::Conv, inside), Encoding::Float(FloatType::BF16));
-        assert_eq!(encoding_for(e4, Part::Clip, Role::Index, inside), Encoding::Int64);
+        assert_eq!(
+            encoding_for(e4, Part::DiffusionModel, Role::Norm, inside),
+            Encoding::Fp8(Fp8Kind::E4M3)
+        );
+        assert_eq!(
+            encoding_for(e4, Part::Clip, Role::Linear, inside),
+            Encoding::Float(FloatType::F16)
+        );
+        assert_eq!(
+            encoding_for(e4, Part::T5, Role::Linear, inside),
+            Encoding::Fp8(Fp8Kind::E4M3)
+        );
+        assert_eq!(
+            encoding_for(e4, Part::T5, Role::Embedding, inside),
+            Encoding::Float(FloatType::F32)
+        );
+        assert_eq!(
+            encoding_for(e4, Part::Vae, Role::Conv, inside),
+            Encoding::Float(FloatType::BF16)
+        );
+        assert_eq!(
+            encoding_for(e4, Part::Clip, Role::Index, inside),
+            Encoding::Int64
+        );
     }
 
     #[test]
     fn scaled_rules_touch_only_linear_weights() {
         let scaled = Storage::ScaledF8E4M3;
         let inside = Placement::InCheckpoint;
-        assert_eq!(encoding_for(scaled, Part::DiffusionModel, Role::Linear, inside), Encoding::ScaledFp8(Fp8Kind::E4M3));
-        assert_eq!(encoding_for(scaled, Part::DiffusionModel, Role::Conv, inside), Encoding::Float(FloatType::BF16));
-        assert_eq!(encoding_for(scaled, Part::T5, Role::Linear, inside), Encoding::Float(FloatType::BF16));
-        assert_eq!(encoding_for(scaled, Part::T5, Role::Linear, Placement::Alone), Encoding::ScaledFp8(Fp8Kind::E4M3));
+        assert_eq!(
+            encoding_for(scaled, Part::DiffusionModel, Role::Linear, inside),
+            Encoding::ScaledFp8(Fp8Kind::E4M3)
+        );
+        assert_eq!(
+            encoding_for(scaled, Part::DiffusionModel, Role::Conv, inside),
+            Encoding::Float(FloatType::BF16)
+        );
+        assert_eq!(
+            encoding_for(scaled, Part::T5, Role::Linear, inside),
+            Encoding::Float(FloatType::BF16)
+        );
+        assert_eq!(
+            encoding_for(scaled, Part::T5, Role::Linear, Placement::Alone),
+            Encoding::ScaledFp8(Fp8Kind::E4M3)
+        );
     }
 
     #[test]

@@ -37,12 +37,26 @@ pub struct T5Config {
 impl T5Config {
     /// google/t5-v1_1-xxl.
     pub fn real() -> T5Config {
-        T5Config { d_model: 4096, d_kv: 64, heads: 64, d_ff: 10240, layers: 24, vocab: 32128, relative_attention_num_buckets: 32 }
+        T5Config {
+            d_model: 4096,
+            d_kv: 64,
+            heads: 64,
+            d_ff: 10240,
+            layers: 24,
+            vocab: 32128,
+            relative_attention_num_buckets: 32,
+        }
     }
 
     /// Real counts and vocabulary, tiny widths.
     pub fn tiny() -> T5Config {
-        T5Config { d_model: 96, d_kv: 16, heads: 6, d_ff: 256, ..T5Config::real() }
+        T5Config {
+            d_model: 96,
+            d_kv: 16,
+            heads: 6,
+            d_ff: 256,
+            ..T5Config::real()
+        }
     }
 
     /// The preset for `size`.
@@ -55,7 +69,10 @@ impl T5Config {
 
     /// `(name, shape)` of every tensor.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors().into_iter().map(|def| (def.name, def.shape)).collect()
+        self.tensors()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 
     /// Number of learned parameters.
@@ -67,11 +84,20 @@ impl T5Config {
     pub(crate) fn tensors(&self) -> Vec<TensorDef> {
         let inner = self.heads * self.d_kv;
         let mut set = TensorSet::new("t5xxl");
-        set.push("shared.weight", vec![self.vocab, self.d_model], Role::Embedding);
+        set.push(
+            "shared.weight",
+            vec![self.vocab, self.d_model],
+            Role::Embedding,
+        );
         for block in 0..self.layers {
             let attention = format!("encoder.block.{block}.layer.0.SelfAttention");
             for projection in ["q", "k", "v"] {
-                set.linear(&format!("{attention}.{projection}"), inner, self.d_model, false);
+                set.linear(
+                    &format!("{attention}.{projection}"),
+                    inner,
+                    self.d_model,
+                    false,
+                );
             }
             set.linear(&format!("{attention}.o"), self.d_model, inner, false);
             if block == 0 {
@@ -81,12 +107,20 @@ impl T5Config {
                     Role::Embedding,
                 );
             }
-            set.norm(&format!("encoder.block.{block}.layer.0.layer_norm"), self.d_model, false);
+            set.norm(
+                &format!("encoder.block.{block}.layer.0.layer_norm"),
+                self.d_model,
+                false,
+            );
             let ffn = format!("encoder.block.{block}.layer.1.DenseReluDense");
             set.linear(&format!("{ffn}.wi_0"), self.d_ff, self.d_model, false);
             set.linear(&format!("{ffn}.wi_1"), self.d_ff, self.d_model, false);
             set.linear(&format!("{ffn}.wo"), self.d_model, self.d_ff, false);
-            set.norm(&format!("encoder.block.{block}.layer.1.layer_norm"), self.d_model, false);
+            set.norm(
+                &format!("encoder.block.{block}.layer.1.layer_norm"),
+                self.d_model,
+                false,
+            );
         }
         set.norm("encoder.final_layer_norm", self.d_model, false);
         set.into_defs()

@@ -30,11 +30,6 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    /// Whether the tensor holds floating-point values.
-    pub(crate) fn is_float(self) -> bool {
-        !matches!(self, Role::Index | Role::Counter)
-    }
-
     /// Whether the tensor is a learned parameter (what parameter counts count).
     pub(crate) fn is_learned(self) -> bool {
         !matches!(self, Role::Buffer | Role::Index | Role::Counter)
@@ -92,12 +87,19 @@ impl TensorDef {
 
     /// The same tensor under another name.
     pub(crate) fn renamed(&self, name: impl Into<String>) -> TensorDef {
-        TensorDef { name: name.into(), ..self.clone() }
+        TensorDef {
+            name: name.into(),
+            ..self.clone()
+        }
     }
 
     /// The same values under another name and shape (element count unchanged).
     pub(crate) fn reshaped(&self, name: impl Into<String>, shape: Vec<usize>) -> TensorDef {
-        TensorDef { name: name.into(), shape, ..self.clone() }
+        TensorDef {
+            name: name.into(),
+            shape,
+            ..self.clone()
+        }
     }
 
     /// The canonical run covering this whole tensor, when it is one.
@@ -117,13 +119,25 @@ impl TensorDef {
                 for run in runs {
                     let end = (position + run.len).min(out.len());
                     let stream = stream_id(seed, &run.key);
-                    fill_normal(stream, run.offset, run.mean, run.std, &mut out[position..end]);
+                    fill_normal(
+                        stream,
+                        run.offset,
+                        run.mean,
+                        run.std,
+                        &mut out[position..end],
+                    );
                     position = end;
                 }
             }
             Values::Transposed { run, rows, cols } => {
                 let mut source = vec![0.0f32; rows * cols];
-                fill_normal(stream_id(seed, &run.key), run.offset, run.mean, run.std, &mut source);
+                fill_normal(
+                    stream_id(seed, &run.key),
+                    run.offset,
+                    run.mean,
+                    run.std,
+                    &mut source,
+                );
                 for row in 0..*rows {
                     for col in 0..*cols {
                         if let Some(slot) = out.get_mut(col * rows + row) {
@@ -176,7 +190,10 @@ pub(crate) struct TensorSet {
 
 impl TensorSet {
     pub(crate) fn new(component: &'static str) -> TensorSet {
-        TensorSet { component, defs: Vec::new() }
+        TensorSet {
+            component,
+            defs: Vec::new(),
+        }
     }
 
     /// Adds a tensor with the role's default distribution.
@@ -197,13 +214,19 @@ impl TensorSet {
         let name = name.into();
         let len = shape.iter().product();
         let key = format!("{}.{}", self.component, name);
-        let values = Values::Runs(vec![Run { key, mean, std, offset: 0, len }]);
-        self.defs.push(TensorDef { name, shape, role, values });
-    }
-
-    /// Adds a tensor with fixed values (position ids, logit scale, schedules).
-    pub(crate) fn push_values(&mut self, name: impl Into<String>, shape: Vec<usize>, role: Role, values: Values) {
-        self.defs.push(TensorDef { name: name.into(), shape, role, values });
+        let values = Values::Runs(vec![Run {
+            key,
+            mean,
+            std,
+            offset: 0,
+            len,
+        }]);
+        self.defs.push(TensorDef {
+            name,
+            shape,
+            role,
+            values,
+        });
     }
 
     /// `<prefix>.weight [out, in]` and, when `bias`, `<prefix>.bias [out]`.
@@ -216,7 +239,11 @@ impl TensorSet {
 
     /// `<prefix>.weight [out, in, k, k]` and `<prefix>.bias [out]`.
     pub(crate) fn conv(&mut self, prefix: &str, out: usize, input: usize, kernel: usize) {
-        self.push(format!("{prefix}.weight"), vec![out, input, kernel, kernel], Role::Conv);
+        self.push(
+            format!("{prefix}.weight"),
+            vec![out, input, kernel, kernel],
+            Role::Conv,
+        );
         self.push(format!("{prefix}.bias"), vec![out], Role::Bias);
     }
 
@@ -235,7 +262,10 @@ impl TensorSet {
 
 /// Total element count of a layout.
 pub(crate) fn parameter_count(defs: &[TensorDef]) -> u64 {
-    defs.iter().filter(|def| def.role.is_learned()).map(|def| def.numel() as u64).sum()
+    defs.iter()
+        .filter(|def| def.role.is_learned())
+        .map(|def| def.numel() as u64)
+        .sum()
 }
 
 /// Looks a canonical tensor up by name.
@@ -253,12 +283,18 @@ mod tests {
         set.linear("p", 3, 5, false);
         let defs = set.into_defs();
         let canonical = defs[0].float_values(9);
-        let Some(run) = defs[0].whole_run().cloned() else { panic!("one run") };
+        let Some(run) = defs[0].whole_run().cloned() else {
+            panic!("one run")
+        };
         let transposed = TensorDef {
             name: "t".into(),
             shape: vec![5, 3],
             role: Role::Linear,
-            values: Values::Transposed { run, rows: 3, cols: 5 },
+            values: Values::Transposed {
+                run,
+                rows: 3,
+                cols: 5,
+            },
         };
         let values = transposed.float_values(9);
         for row in 0..3 {

@@ -161,15 +161,22 @@ impl UnetConfig {
                 clip_l.width + clip_g.width,
                 Some(clip_g.projection_dim + 6 * SDXL_SIZE_EMBEDDING_WIDTH),
             ),
-            UnetVariant::SdxlRefiner => {
-                (clip_g.width, Some(clip_g.projection_dim + 5 * SDXL_SIZE_EMBEDDING_WIDTH))
-            }
+            UnetVariant::SdxlRefiner => (
+                clip_g.width,
+                Some(clip_g.projection_dim + 5 * SDXL_SIZE_EMBEDDING_WIDTH),
+            ),
         };
         let attention_heads = match real.attention_heads {
             AttentionHeads::Count(_) => AttentionHeads::Count(2),
             AttentionHeads::Channels(_) => AttentionHeads::Channels(16),
         };
-        UnetConfig { model_channels: 32, context_dim, adm_in_channels, attention_heads, ..real }
+        UnetConfig {
+            model_channels: 32,
+            context_dim,
+            adm_in_channels,
+            attention_heads,
+            ..real
+        }
     }
 
     /// The preset for `size`.
@@ -187,7 +194,10 @@ impl UnetConfig {
 
     /// `(name, shape)` of every tensor in LDM naming, without prefix.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors().into_iter().map(|def| (def.name, def.shape)).collect()
+        self.tensors()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 
     /// Number of learned parameters.
@@ -215,7 +225,10 @@ impl UnetConfig {
     }
 
     fn walk(&self) -> Vec<WalkEntry> {
-        let mut walker = Walker { config: self, entries: Vec::new() };
+        let mut walker = Walker {
+            config: self,
+            entries: Vec::new(),
+        };
         walker.run();
         walker.entries
     }
@@ -248,39 +261,110 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn push(&mut self, ldm: String, diffusers: String, shape: Vec<usize>, role: Role) {
-        let (mean, std) = if role == Role::Norm { (1.0, 0.02) } else { (0.0, 0.02) };
-        self.entries.push(WalkEntry { ldm, diffusers, shape, role, mean, std });
+        let (mean, std) = if role == Role::Norm {
+            (1.0, 0.02)
+        } else {
+            (0.0, 0.02)
+        };
+        self.entries.push(WalkEntry {
+            ldm,
+            diffusers,
+            shape,
+            role,
+            mean,
+            std,
+        });
     }
 
     fn linear(&mut self, ldm: &str, diffusers: &str, out: usize, input: usize, bias: bool) {
-        self.push(format!("{ldm}.weight"), format!("{diffusers}.weight"), vec![out, input], Role::Linear);
+        self.push(
+            format!("{ldm}.weight"),
+            format!("{diffusers}.weight"),
+            vec![out, input],
+            Role::Linear,
+        );
         if bias {
-            self.push(format!("{ldm}.bias"), format!("{diffusers}.bias"), vec![out], Role::Bias);
+            self.push(
+                format!("{ldm}.bias"),
+                format!("{diffusers}.bias"),
+                vec![out],
+                Role::Bias,
+            );
         }
     }
 
     fn conv(&mut self, ldm: &str, diffusers: &str, out: usize, input: usize, kernel: usize) {
         let shape = vec![out, input, kernel, kernel];
-        self.push(format!("{ldm}.weight"), format!("{diffusers}.weight"), shape, Role::Conv);
-        self.push(format!("{ldm}.bias"), format!("{diffusers}.bias"), vec![out], Role::Bias);
+        self.push(
+            format!("{ldm}.weight"),
+            format!("{diffusers}.weight"),
+            shape,
+            Role::Conv,
+        );
+        self.push(
+            format!("{ldm}.bias"),
+            format!("{diffusers}.bias"),
+            vec![out],
+            Role::Bias,
+        );
     }
 
     fn norm(&mut self, ldm: &str, diffusers: &str, dim: usize) {
-        self.push(format!("{ldm}.weight"), format!("{diffusers}.weight"), vec![dim], Role::Norm);
-        self.push(format!("{ldm}.bias"), format!("{diffusers}.bias"), vec![dim], Role::Bias);
+        self.push(
+            format!("{ldm}.weight"),
+            format!("{diffusers}.weight"),
+            vec![dim],
+            Role::Norm,
+        );
+        self.push(
+            format!("{ldm}.bias"),
+            format!("{diffusers}.bias"),
+            vec![dim],
+            Role::Bias,
+        );
     }
 
     fn run(&mut self) {
         let config = self.config;
         let model_channels = config.model_channels;
         let time_dim = config.time_embed_dim();
-        self.linear("time_embed.0", "time_embedding.linear_1", time_dim, model_channels, true);
-        self.linear("time_embed.2", "time_embedding.linear_2", time_dim, time_dim, true);
+        self.linear(
+            "time_embed.0",
+            "time_embedding.linear_1",
+            time_dim,
+            model_channels,
+            true,
+        );
+        self.linear(
+            "time_embed.2",
+            "time_embedding.linear_2",
+            time_dim,
+            time_dim,
+            true,
+        );
         if let Some(adm) = config.adm_in_channels {
-            self.linear("label_emb.0.0", "add_embedding.linear_1", time_dim, adm, true);
-            self.linear("label_emb.0.2", "add_embedding.linear_2", time_dim, time_dim, true);
+            self.linear(
+                "label_emb.0.0",
+                "add_embedding.linear_1",
+                time_dim,
+                adm,
+                true,
+            );
+            self.linear(
+                "label_emb.0.2",
+                "add_embedding.linear_2",
+                time_dim,
+                time_dim,
+                true,
+            );
         }
-        self.conv("input_blocks.0.0", "conv_in", model_channels, config.in_channels, 3);
+        self.conv(
+            "input_blocks.0.0",
+            "conv_in",
+            model_channels,
+            config.in_channels,
+            3,
+        );
 
         let levels = config.channel_mult.len();
         let mut channels = model_channels;
@@ -291,18 +375,35 @@ impl Walker<'_> {
             for res in 0..config.num_res_blocks {
                 let out = model_channels * mult;
                 let diffusers = format!("down_blocks.{level}.resnets.{res}");
-                self.resnet(&format!("input_blocks.{block}.0"), &diffusers, channels, out);
+                self.resnet(
+                    &format!("input_blocks.{block}.0"),
+                    &diffusers,
+                    channels,
+                    out,
+                );
                 channels = out;
                 if depth > 0 {
                     let diffusers = format!("down_blocks.{level}.attentions.{res}");
-                    self.transformer(&format!("input_blocks.{block}.1"), &diffusers, channels, depth, false);
+                    self.transformer(
+                        &format!("input_blocks.{block}.1"),
+                        &diffusers,
+                        channels,
+                        depth,
+                        false,
+                    );
                 }
                 skip_channels.push(channels);
                 block += 1;
             }
             if level + 1 != levels {
                 let diffusers = format!("down_blocks.{level}.downsamplers.0.conv");
-                self.conv(&format!("input_blocks.{block}.0.op"), &diffusers, channels, channels, 3);
+                self.conv(
+                    &format!("input_blocks.{block}.0.op"),
+                    &diffusers,
+                    channels,
+                    channels,
+                    3,
+                );
                 skip_channels.push(channels);
                 block += 1;
             }
@@ -311,7 +412,13 @@ impl Walker<'_> {
         self.resnet("middle_block.0", "mid_block.resnets.0", channels, channels);
         if config.transformer_depth_middle > 0 {
             let depth = config.transformer_depth_middle;
-            self.transformer("middle_block.1", "mid_block.attentions.0", channels, depth, false);
+            self.transformer(
+                "middle_block.1",
+                "mid_block.attentions.0",
+                channels,
+                depth,
+                false,
+            );
         }
         self.resnet("middle_block.2", "mid_block.resnets.1", channels, channels);
 
@@ -324,18 +431,35 @@ impl Walker<'_> {
                 let skip = skip_channels.pop().unwrap_or(model_channels);
                 let out = model_channels * mult;
                 let diffusers = format!("up_blocks.{up_index}.resnets.{res}");
-                self.resnet(&format!("output_blocks.{block}.0"), &diffusers, channels + skip, out);
+                self.resnet(
+                    &format!("output_blocks.{block}.0"),
+                    &diffusers,
+                    channels + skip,
+                    out,
+                );
                 channels = out;
                 let mut sub = 1;
                 if depth > 0 {
                     let diffusers = format!("up_blocks.{up_index}.attentions.{res}");
                     let shaped_bias = block == last_output_block;
-                    self.transformer(&format!("output_blocks.{block}.1"), &diffusers, channels, depth, shaped_bias);
+                    self.transformer(
+                        &format!("output_blocks.{block}.1"),
+                        &diffusers,
+                        channels,
+                        depth,
+                        shaped_bias,
+                    );
                     sub = 2;
                 }
                 if level != 0 && res == config.num_res_blocks {
                     let diffusers = format!("up_blocks.{up_index}.upsamplers.0.conv");
-                    self.conv(&format!("output_blocks.{block}.{sub}.conv"), &diffusers, channels, channels, 3);
+                    self.conv(
+                        &format!("output_blocks.{block}.{sub}.conv"),
+                        &diffusers,
+                        channels,
+                        channels,
+                        3,
+                    );
                 }
                 block += 1;
             }
@@ -348,7 +472,10 @@ impl Walker<'_> {
         let time_dim = self.config.time_embed_dim();
         let name = |index: usize| {
             let (ldm_suffix, diffusers_suffix) = RESNET_NAMES[index];
-            (format!("{ldm}.{ldm_suffix}"), format!("{diffusers}.{diffusers_suffix}"))
+            (
+                format!("{ldm}.{ldm_suffix}"),
+                format!("{diffusers}.{diffusers_suffix}"),
+            )
         };
         let (l, d) = name(0);
         self.norm(&l, &d, input);
@@ -368,11 +495,25 @@ impl Walker<'_> {
 
     /// A `SpatialTransformer`. `v_prediction_bias` marks the block whose first `norm1.bias`
     /// ComfyUI inspects to tell SD2 v-prediction from ε.
-    fn transformer(&mut self, ldm: &str, diffusers: &str, channels: usize, depth: usize, v_prediction_bias: bool) {
+    fn transformer(
+        &mut self,
+        ldm: &str,
+        diffusers: &str,
+        channels: usize,
+        depth: usize,
+        v_prediction_bias: bool,
+    ) {
         let context = self.config.context_dim;
-        self.norm(&format!("{ldm}.norm"), &format!("{diffusers}.norm"), channels);
+        self.norm(
+            &format!("{ldm}.norm"),
+            &format!("{diffusers}.norm"),
+            channels,
+        );
         for projection in ["proj_in", "proj_out"] {
-            let (l, d) = (format!("{ldm}.{projection}"), format!("{diffusers}.{projection}"));
+            let (l, d) = (
+                format!("{ldm}.{projection}"),
+                format!("{diffusers}.{projection}"),
+            );
             if self.config.use_linear_in_transformer {
                 self.linear(&l, &d, channels, channels, true);
             } else {
@@ -383,17 +524,57 @@ impl Walker<'_> {
             let l = format!("{ldm}.transformer_blocks.{index}");
             let d = format!("{diffusers}.transformer_blocks.{index}");
             for attention in ["attn1", "attn2"] {
-                let key_width = if attention == "attn1" { channels } else { context };
+                let key_width = if attention == "attn1" {
+                    channels
+                } else {
+                    context
+                };
                 let (la, da) = (format!("{l}.{attention}"), format!("{d}.{attention}"));
-                self.linear(&format!("{la}.to_q"), &format!("{da}.to_q"), channels, channels, false);
-                self.linear(&format!("{la}.to_k"), &format!("{da}.to_k"), channels, key_width, false);
-                self.linear(&format!("{la}.to_v"), &format!("{da}.to_v"), channels, key_width, false);
-                self.linear(&format!("{la}.to_out.0"), &format!("{da}.to_out.0"), channels, channels, true);
+                self.linear(
+                    &format!("{la}.to_q"),
+                    &format!("{da}.to_q"),
+                    channels,
+                    channels,
+                    false,
+                );
+                self.linear(
+                    &format!("{la}.to_k"),
+                    &format!("{da}.to_k"),
+                    channels,
+                    key_width,
+                    false,
+                );
+                self.linear(
+                    &format!("{la}.to_v"),
+                    &format!("{da}.to_v"),
+                    channels,
+                    key_width,
+                    false,
+                );
+                self.linear(
+                    &format!("{la}.to_out.0"),
+                    &format!("{da}.to_out.0"),
+                    channels,
+                    channels,
+                    true,
+                );
             }
             // GEGLU: the first projection is twice the 4× inner width.
             let inner = 4 * channels;
-            self.linear(&format!("{l}.ff.net.0.proj"), &format!("{d}.ff.net.0.proj"), 2 * inner, channels, true);
-            self.linear(&format!("{l}.ff.net.2"), &format!("{d}.ff.net.2"), channels, inner, true);
+            self.linear(
+                &format!("{l}.ff.net.0.proj"),
+                &format!("{d}.ff.net.0.proj"),
+                2 * inner,
+                channels,
+                true,
+            );
+            self.linear(
+                &format!("{l}.ff.net.2"),
+                &format!("{d}.ff.net.2"),
+                channels,
+                inner,
+                true,
+            );
             for norm in ["norm1", "norm2", "norm3"] {
                 self.norm(&format!("{l}.{norm}"), &format!("{d}.{norm}"), channels);
             }
@@ -414,19 +595,26 @@ mod tests {
     #[test]
     fn sd15_unet_parameter_count_matches_published() {
         // 859,520,964: the SD1.5 UNet size diffusers and ComfyUI report.
-        assert_eq!(UnetConfig::real(UnetVariant::Sd1).parameter_count(), 859_520_964);
+        assert_eq!(
+            UnetConfig::real(UnetVariant::Sd1).parameter_count(),
+            859_520_964
+        );
     }
 
     #[test]
     fn sdxl_unet_parameter_count_matches_published() {
-        assert_eq!(UnetConfig::real(UnetVariant::Sdxl).parameter_count(), 2_567_463_684);
+        assert_eq!(
+            UnetConfig::real(UnetVariant::Sdxl).parameter_count(),
+            2_567_463_684
+        );
     }
 
     #[test]
     fn tiny_refiner_keeps_the_adm_rule() {
         let refiner = UnetConfig::tiny(UnetVariant::SdxlRefiner);
         let base = UnetConfig::tiny(UnetVariant::Sdxl);
-        let rule = |c: &UnetConfig| c.adm_in_channels.map(|adm| adm - 5 * 256) == Some(c.context_dim);
+        let rule =
+            |c: &UnetConfig| c.adm_in_channels.map(|adm| adm - 5 * 256) == Some(c.context_dim);
         assert!(rule(&refiner));
         assert!(!rule(&base));
         let real_refiner = UnetConfig::real(UnetVariant::SdxlRefiner);
@@ -441,15 +629,21 @@ mod tests {
         assert_eq!(UnetConfig::real(UnetVariant::Sd1).tensors().len(), 686);
         assert_eq!(UnetConfig::real(UnetVariant::Sd2).tensors().len(), 686);
         assert_eq!(UnetConfig::real(UnetVariant::Sdxl).tensors().len(), 1680);
-        assert_eq!(UnetConfig::real(UnetVariant::SdxlRefiner).tensors().len(), 1220);
+        assert_eq!(
+            UnetConfig::real(UnetVariant::SdxlRefiner).tensors().len(),
+            1220
+        );
         assert_eq!(UnetConfig::tiny(UnetVariant::Sdxl).tensors().len(), 1680);
     }
 
     #[test]
     fn diffusers_names_cover_every_tensor_once() {
         let config = UnetConfig::real(UnetVariant::Sdxl);
-        let names: std::collections::HashSet<String> =
-            config.diffusers_tensors().into_iter().map(|d| d.name).collect();
+        let names: std::collections::HashSet<String> = config
+            .diffusers_tensors()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         assert_eq!(names.len(), 1680);
         assert!(names.contains("down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight"));
         assert!(names.contains("up_blocks.0.upsamplers.0.conv.weight"));

@@ -61,12 +61,22 @@ impl VaeConfig {
             VaeVariant::Latent4 => (4, true),
             VaeVariant::Latent16 => (16, false),
         };
-        VaeConfig { variant, ch: 128, ch_mult: vec![1, 2, 4, 4], num_res_blocks: 2, z_channels, use_quant_conv }
+        VaeConfig {
+            variant,
+            ch: 128,
+            ch_mult: vec![1, 2, 4, 4],
+            num_res_blocks: 2,
+            z_channels,
+            use_quant_conv,
+        }
     }
 
     /// Real structure, base width 32.
     pub fn tiny(variant: VaeVariant) -> VaeConfig {
-        VaeConfig { ch: 32, ..VaeConfig::real(variant) }
+        VaeConfig {
+            ch: 32,
+            ..VaeConfig::real(variant)
+        }
     }
 
     /// The preset for `size`.
@@ -79,7 +89,10 @@ impl VaeConfig {
 
     /// `(name, shape)` of every tensor in LDM naming.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors().into_iter().map(|def| (def.name, def.shape)).collect()
+        self.tensors()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 
     /// Number of learned parameters.
@@ -107,7 +120,10 @@ impl VaeConfig {
                 let diffusers = rename_attention(&diffusers, attention);
                 if def.role == Role::Conv && diffusers.contains(".attentions.0.") {
                     let shape = def.shape.iter().take(2).copied().collect();
-                    TensorDef { role: Role::Linear, ..def.reshaped(diffusers, shape) }
+                    TensorDef {
+                        role: Role::Linear,
+                        ..def.reshaped(diffusers, shape)
+                    }
                 } else {
                     def.renamed(diffusers)
                 }
@@ -136,14 +152,38 @@ impl VaeConfig {
         }
         walker.mid("encoder", block_in);
         walker.norm("encoder.norm_out", "encoder.conv_norm_out", block_in);
-        walker.conv("encoder.conv_out", "encoder.conv_out", 2 * self.z_channels, block_in, 3);
+        walker.conv(
+            "encoder.conv_out",
+            "encoder.conv_out",
+            2 * self.z_channels,
+            block_in,
+            3,
+        );
         if self.use_quant_conv {
-            walker.conv("quant_conv", "quant_conv", 2 * self.z_channels, 2 * self.z_channels, 1);
-            walker.conv("post_quant_conv", "post_quant_conv", self.z_channels, self.z_channels, 1);
+            walker.conv(
+                "quant_conv",
+                "quant_conv",
+                2 * self.z_channels,
+                2 * self.z_channels,
+                1,
+            );
+            walker.conv(
+                "post_quant_conv",
+                "post_quant_conv",
+                self.z_channels,
+                self.z_channels,
+                1,
+            );
         }
 
         let mut block_in = self.ch * self.ch_mult[levels - 1];
-        walker.conv("decoder.conv_in", "decoder.conv_in", block_in, self.z_channels, 3);
+        walker.conv(
+            "decoder.conv_in",
+            "decoder.conv_in",
+            block_in,
+            self.z_channels,
+            3,
+        );
         walker.mid("decoder", block_in);
         for level in (0..levels).rev() {
             let block_out = self.ch * self.ch_mult[level];
@@ -166,8 +206,12 @@ impl VaeConfig {
 }
 
 /// Attention sub-layer names use a placeholder that [`rename_attention`] resolves.
-const ATTENTION_PLACEHOLDERS: [(&str, &str, &str); 4] =
-    [("@q", "to_q", "query"), ("@k", "to_k", "key"), ("@v", "to_v", "value"), ("@out", "to_out.0", "proj_attn")];
+const ATTENTION_PLACEHOLDERS: [(&str, &str, &str); 4] = [
+    ("@q", "to_q", "query"),
+    ("@k", "to_k", "key"),
+    ("@v", "to_v", "value"),
+    ("@out", "to_out.0", "proj_attn"),
+];
 
 fn rename_attention(name: &str, attention: DiffusersAttentionNames) -> String {
     let mut name = name.to_string();
@@ -200,24 +244,67 @@ impl VaeWalker<'_> {
     }
 
     fn resnet(&mut self, ldm: &str, diffusers: &str, input: usize, out: usize) {
-        self.norm(&format!("{ldm}.norm1"), &format!("{diffusers}.norm1"), input);
-        self.conv(&format!("{ldm}.conv1"), &format!("{diffusers}.conv1"), out, input, 3);
+        self.norm(
+            &format!("{ldm}.norm1"),
+            &format!("{diffusers}.norm1"),
+            input,
+        );
+        self.conv(
+            &format!("{ldm}.conv1"),
+            &format!("{diffusers}.conv1"),
+            out,
+            input,
+            3,
+        );
         self.norm(&format!("{ldm}.norm2"), &format!("{diffusers}.norm2"), out);
-        self.conv(&format!("{ldm}.conv2"), &format!("{diffusers}.conv2"), out, out, 3);
+        self.conv(
+            &format!("{ldm}.conv2"),
+            &format!("{diffusers}.conv2"),
+            out,
+            out,
+            3,
+        );
         if input != out {
-            self.conv(&format!("{ldm}.nin_shortcut"), &format!("{diffusers}.conv_shortcut"), out, input, 1);
+            self.conv(
+                &format!("{ldm}.nin_shortcut"),
+                &format!("{diffusers}.conv_shortcut"),
+                out,
+                input,
+                1,
+            );
         }
     }
 
     fn mid(&mut self, side: &str, channels: usize) {
-        self.resnet(&format!("{side}.mid.block_1"), &format!("{side}.mid_block.resnets.0"), channels, channels);
+        self.resnet(
+            &format!("{side}.mid.block_1"),
+            &format!("{side}.mid_block.resnets.0"),
+            channels,
+            channels,
+        );
         let ldm = format!("{side}.mid.attn_1");
         let diffusers = format!("{side}.mid_block.attentions.0");
-        self.norm(&format!("{ldm}.norm"), &format!("{diffusers}.group_norm"), channels);
-        for (ldm_name, placeholder) in [("q", "@q"), ("k", "@k"), ("v", "@v"), ("proj_out", "@out")] {
-            self.conv(&format!("{ldm}.{ldm_name}"), &format!("{diffusers}.{placeholder}"), channels, channels, 1);
+        self.norm(
+            &format!("{ldm}.norm"),
+            &format!("{diffusers}.group_norm"),
+            channels,
+        );
+        for (ldm_name, placeholder) in [("q", "@q"), ("k", "@k"), ("v", "@v"), ("proj_out", "@out")]
+        {
+            self.conv(
+                &format!("{ldm}.{ldm_name}"),
+                &format!("{diffusers}.{placeholder}"),
+                channels,
+                channels,
+                1,
+            );
         }
-        self.resnet(&format!("{side}.mid.block_2"), &format!("{side}.mid_block.resnets.1"), channels, channels);
+        self.resnet(
+            &format!("{side}.mid.block_2"),
+            &format!("{side}.mid_block.resnets.1"),
+            channels,
+            channels,
+        );
     }
 }
 
@@ -235,18 +322,30 @@ mod tests {
     #[test]
     fn sd_vae_parameter_count_matches_published() {
         // AutoencoderKL of SD1.5 / sd-vae-ft-mse: 83,653,863 parameters.
-        assert_eq!(VaeConfig::real(VaeVariant::Latent4).parameter_count(), 83_653_863);
+        assert_eq!(
+            VaeConfig::real(VaeVariant::Latent4).parameter_count(),
+            83_653_863
+        );
     }
 
     #[test]
     fn diffusers_attention_is_linear() {
-        let defs = VaeConfig::tiny(VaeVariant::Latent16).diffusers_tensors(DiffusersAttentionNames::Current);
-        let Some(q) = defs.iter().find(|d| d.name == "decoder.mid_block.attentions.0.to_q.weight") else {
+        let defs = VaeConfig::tiny(VaeVariant::Latent16)
+            .diffusers_tensors(DiffusersAttentionNames::Current);
+        let Some(q) = defs
+            .iter()
+            .find(|d| d.name == "decoder.mid_block.attentions.0.to_q.weight")
+        else {
             panic!("missing to_q")
         };
         assert_eq!(q.shape, vec![128, 128]);
-        let legacy = VaeConfig::tiny(VaeVariant::Latent4).diffusers_tensors(DiffusersAttentionNames::Legacy);
-        assert!(legacy.iter().any(|d| d.name == "encoder.mid_block.attentions.0.proj_attn.bias"));
-        assert!(legacy.iter().any(|d| d.name == "decoder.up_blocks.0.upsamplers.0.conv.weight"));
+        let legacy =
+            VaeConfig::tiny(VaeVariant::Latent4).diffusers_tensors(DiffusersAttentionNames::Legacy);
+        assert!(legacy
+            .iter()
+            .any(|d| d.name == "encoder.mid_block.attentions.0.proj_attn.bias"));
+        assert!(legacy
+            .iter()
+            .any(|d| d.name == "decoder.up_blocks.0.upsamplers.0.conv.weight"));
     }
 }

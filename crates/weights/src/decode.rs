@@ -23,7 +23,9 @@ fn each<const N: usize>(bytes: &[u8], convert: impl Fn([u8; N]) -> f32) -> Vec<f
 pub(crate) fn to_f32(dtype: StorageDType, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
         StorageDType::F64 => each::<8>(bytes, |b| f64::from_le_bytes(b) as f32),
-        StorageDType::F32 | StorageDType::Gguf(GgufType::F32) => each::<4>(bytes, f32::from_le_bytes),
+        StorageDType::F32 | StorageDType::Gguf(GgufType::F32) => {
+            each::<4>(bytes, f32::from_le_bytes)
+        }
         StorageDType::F16 | StorageDType::Gguf(GgufType::F16) => {
             each::<2>(bytes, |b| f16::from_le_bytes(b).to_f32())
         }
@@ -48,12 +50,18 @@ mod tests {
 
     #[test]
     fn decodes_each_element_type() {
-        assert_eq!(to_f32(StorageDType::F64, &1.5f64.to_le_bytes()), Some(vec![1.5]));
+        assert_eq!(
+            to_f32(StorageDType::F64, &1.5f64.to_le_bytes()),
+            Some(vec![1.5])
+        );
         assert_eq!(
             to_f32(StorageDType::BF16, &bf16::from_f32(-2.0).to_le_bytes()),
             Some(vec![-2.0])
         );
-        assert_eq!(to_f32(StorageDType::F8E4M3, &[0x7E, 0x38]), Some(vec![448.0, 1.0]));
+        assert_eq!(
+            to_f32(StorageDType::F8E4M3, &[0x7E, 0x38]),
+            Some(vec![448.0, 1.0])
+        );
         assert_eq!(to_f32(StorageDType::F8E5M2, &[0x3C]), Some(vec![1.0]));
         assert_eq!(to_f32(StorageDType::I8, &[0xFF]), Some(vec![-1.0]));
         assert_eq!(to_f32(StorageDType::Bool, &[0, 7]), Some(vec![0.0, 1.0]));

@@ -217,7 +217,7 @@ impl StorageDType {
             None => {
                 let Self::Gguf(g) = self else { return None };
                 let (block, bytes) = g.block_layout();
-                if elements % block as u64 != 0 {
+                if !elements.is_multiple_of(block as u64) {
                     return None;
                 }
                 (elements / block as u64).checked_mul(bytes as u64)
@@ -280,7 +280,12 @@ mod tests {
         let e4 = StorageDType::from_safetensors_name("F8_E4M3").unwrap();
         assert_eq!(e4, StorageDType::F8E4M3);
         assert_eq!(e4.storage_bytes(10), Some(10));
-        assert_eq!(StorageDType::from_safetensors_name("F8_E5M2").unwrap().name(), "fp8_e5m2");
+        assert_eq!(
+            StorageDType::from_safetensors_name("F8_E5M2")
+                .unwrap()
+                .name(),
+            "fp8_e5m2"
+        );
         assert_eq!(StorageDType::from_safetensors_name("C64"), None);
     }
 

@@ -220,8 +220,8 @@ pub enum WeightsError {
         file: PathBuf,
         /// The tensor.
         tensor: String,
-        /// candle's error.
+        /// candle's error (boxed: it is large and this variant is rare).
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }

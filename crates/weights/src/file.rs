@@ -158,7 +158,10 @@ impl WeightFile {
     ///
     /// Meant for tests, fuzzing and files that arrive over the network; regular files should use
     /// [`WeightFile::open`], which does not copy them.
-    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<WeightFile, WeightsError> {
+    pub fn from_bytes(
+        name: impl Into<PathBuf>,
+        bytes: Vec<u8>,
+    ) -> Result<WeightFile, WeightsError> {
         Self::from_source(name.into(), Source::Owned(bytes))
     }
 
@@ -177,7 +180,10 @@ impl WeightFile {
             side_buffers,
         } = parsed;
         tensors.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        if let Some(pair) = tensors.windows(2).find(|pair| pair[0].0.name == pair[1].0.name) {
+        if let Some(pair) = tensors
+            .windows(2)
+            .find(|pair| pair[0].0.name == pair[1].0.name)
+        {
             return Err(WeightsError::DuplicateTensor {
                 file: path,
                 tensor: pair[0].0.name.clone(),
@@ -268,9 +274,9 @@ impl WeightFile {
                 strides,
             } => {
                 let data = self.buffer(*buffer);
-                let storage_bytes = data
-                    .get(storage.clone())
-                    .ok_or_else(|| self.out_of_range(name, storage.start, storage.end, data.len()))?;
+                let storage_bytes = data.get(storage.clone()).ok_or_else(|| {
+                    self.out_of_range(name, storage.start, storage.end, data.len())
+                })?;
                 gather(storage_bytes, *element_size, *offset, shape, strides)
                     .map(Cow::Owned)
                     .ok_or_else(|| self.out_of_range(name, 0, usize::MAX, storage_bytes.len()))
@@ -302,7 +308,7 @@ impl WeightFile {
         WeightsError::Candle {
             file: self.path.clone(),
             tensor: name.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -315,7 +321,8 @@ impl WeightFile {
             // fp8 always widens through Kiln's own tables, the reference decoding.
             Some(stored) if !info.dtype.is_fp8() || stored == dtype => {
                 let bytes = self.raw_bytes(name)?;
-                Tensor::from_raw_buffer(&bytes, stored, &info.shape, &Device::Cpu).map_err(candle)?
+                Tensor::from_raw_buffer(&bytes, stored, &info.shape, &Device::Cpu)
+                    .map_err(candle)?
             }
             _ => {
                 let values = self.to_f32_vec(name)?;
@@ -340,7 +347,7 @@ impl WeightFile {
         };
         let bytes = self.raw_bytes(name)?;
         Tensor::from_raw_buffer(&bytes, stored, &info.shape, device)
-            .map_err(|source| self.candle_error(name, source))
+            .map_err(|e| self.candle_error(name, e))
     }
 
     /// The tensor's storage bytes as a 1-D `U8` tensor on `device` (for device-side widening of
@@ -348,7 +355,7 @@ impl WeightFile {
     pub fn load_raw_u8(&self, name: &str, device: &Device) -> Result<Tensor, WeightsError> {
         let bytes = self.raw_bytes(name)?;
         Tensor::from_raw_buffer(&bytes, DType::U8, &[bytes.len()], device)
-            .map_err(|source| self.candle_error(name, source))
+            .map_err(|e| self.candle_error(name, e))
     }
 
     /// A GGUF tensor as a candle [`QTensor`] on `device` (still quantised). Any other tensor is
@@ -366,7 +373,7 @@ impl WeightFile {
         // candle reinterprets the bytes as blocks in place and requires their alignment (at most
         // 4, for f32 scales); GGUF aligns data to 32 in practice, but a file need not.
         let words: Vec<u32>;
-        let aligned: &[u8] = if (bytes.as_ptr() as usize) % 4 == 0 {
+        let aligned: &[u8] = if (bytes.as_ptr() as usize).is_multiple_of(4) {
             &bytes
         } else {
             let mut copy = vec![0u32; bytes.len().div_ceil(4)];
@@ -375,8 +382,8 @@ impl WeightFile {
             &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()]
         };
         let candle = |source| self.candle_error(name, source);
-        let storage = QStorage::from_data(Cow::Borrowed(aligned), device, gguf.to_ggml())
-            .map_err(candle)?;
+        let storage =
+            QStorage::from_data(Cow::Borrowed(aligned), device, gguf.to_ggml()).map_err(candle)?;
         QTensor::new(storage, info.shape.as_slice()).map_err(candle)
     }
 }
@@ -389,7 +396,9 @@ fn gather(
     shape: &[usize],
     strides: &[usize],
 ) -> Option<Vec<u8>> {
-    let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
     let mut out = Vec::with_capacity(elements.checked_mul(element_size)?.min(storage.len()));
     if elements == 0 {
         return Some(out);
@@ -419,6 +428,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn weight_files_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<WeightFile>();
+        assert_send_sync::<WeightsError>();
+    }
+
+    #[test]
     fn gather_transposes() {
         // storage [0 1 2 3 4 5] as a 2x3 with strides (1, 2) = transpose of a 3x2.
         let storage: Vec<u8> = (0..6).collect();
@@ -426,21 +442,36 @@ mod tests {
             gather(&storage, 1, 0, &[2, 3], &[1, 2]).unwrap(),
             vec![0, 2, 4, 1, 3, 5]
         );
-        assert_eq!(gather(&storage, 2, 1, &[2], &[1]).unwrap(), vec![2, 3, 4, 5]);
+        assert_eq!(
+            gather(&storage, 2, 1, &[2], &[1]).unwrap(),
+            vec![2, 3, 4, 5]
+        );
         assert!(gather(&storage, 1, 0, &[2, 3], &[3, 3]).is_none());
     }
 
     #[test]
     fn sniffing_uses_content_not_extension() {
         let p = Path::new("model.safetensors");
-        assert_eq!(FileFormat::sniff(p, b"GGUF\x03\0\0\0").unwrap(), FileFormat::Gguf);
-        assert_eq!(FileFormat::sniff(p, b"PK\x03\x04abcd").unwrap(), FileFormat::TorchZip);
+        assert_eq!(
+            FileFormat::sniff(p, b"GGUF\x03\0\0\0").unwrap(),
+            FileFormat::Gguf
+        );
+        assert_eq!(
+            FileFormat::sniff(p, b"PK\x03\x04abcd").unwrap(),
+            FileFormat::TorchZip
+        );
         assert!(matches!(
             FileFormat::sniff(p, b"hello world!"),
             Err(WeightsError::UnknownFormat { .. })
         ));
-        assert!(matches!(FileFormat::sniff(p, b"abc"), Err(WeightsError::Truncated { .. })));
+        assert!(matches!(
+            FileFormat::sniff(p, b"abc"),
+            Err(WeightsError::Truncated { .. })
+        ));
         assert_eq!(FileFormat::TorchZip.to_string(), "pytorch-zip");
-        assert_eq!(serde_json::to_string(&FileFormat::TorchLegacy).unwrap(), "\"pytorch-legacy\"");
+        assert_eq!(
+            serde_json::to_string(&FileFormat::TorchLegacy).unwrap(),
+            "\"pytorch-legacy\""
+        );
     }
 }

@@ -92,7 +92,11 @@ pub const fn e5m2_to_f32(code: u8) -> f32 {
     let exponent = ((code >> 2) & 0x1F) as u32;
     let mantissa = (code & 0x03) as u32;
     if exponent == 0x1F {
-        let special = if mantissa == 0 { 0x7F80_0000 } else { 0x7FC0_0000 };
+        let special = if mantissa == 0 {
+            0x7F80_0000
+        } else {
+            0x7FC0_0000
+        };
         return f32::from_bits(sign | special);
     }
     f32::from_bits(sign | finite_magnitude_bits(exponent, mantissa, E5M2))
@@ -206,7 +210,11 @@ mod tests {
         let bias = (1i32 << (exp_bits - 1)) - 1;
         let e_max = (1 << exp_bits) - 1;
         if ieee_specials && e == e_max {
-            return if m == 0 { sign * f64::INFINITY } else { f64::NAN };
+            return if m == 0 {
+                sign * f64::INFINITY
+            } else {
+                f64::NAN
+            };
         }
         if !ieee_specials && e == e_max && m == (1 << mant_bits) - 1 {
             return f64::NAN;
@@ -220,32 +228,50 @@ mod tests {
     }
 
     fn same(a: f32, b: f64) -> bool {
-        (a.is_nan() && b.is_nan()) || (a as f64 == b && a.is_sign_negative() == b.is_sign_negative())
+        (a.is_nan() && b.is_nan())
+            || (a as f64 == b && a.is_sign_negative() == b.is_sign_negative())
     }
 
     #[test]
     fn every_e4m3fn_code_matches_the_formula_and_the_float8_crate() {
         for code in 0..=255u8 {
             let ours = e4m3fn_to_f32(code);
-            assert!(same(ours, reference(code, 4, 3, false)), "code {code:#04x}: {ours}");
+            assert!(
+                same(ours, reference(code, 4, 3, false)),
+                "code {code:#04x}: {ours}"
+            );
             assert_eq!(E4M3FN_TABLE[code as usize].to_bits(), ours.to_bits());
             let theirs = float8::F8E4M3::from_bits(code).to_f32();
-            assert!(same(ours, theirs as f64), "code {code:#04x}: {ours} vs float8 {theirs}");
+            assert!(
+                same(ours, theirs as f64),
+                "code {code:#04x}: {ours} vs float8 {theirs}"
+            );
         }
         assert_eq!(e4m3fn_to_f32(0x7E), 448.0);
         assert_eq!(e4m3fn_to_f32(0x01), 2f32.powi(-9));
         assert!(e4m3fn_to_f32(0xFF).is_nan());
-        assert_eq!((0..=255u8).filter(|&c| e4m3fn_to_f32(c).is_infinite()).count(), 0);
+        assert_eq!(
+            (0..=255u8)
+                .filter(|&c| e4m3fn_to_f32(c).is_infinite())
+                .count(),
+            0
+        );
     }
 
     #[test]
     fn every_e5m2_code_matches_the_formula_and_the_float8_crate() {
         for code in 0..=255u8 {
             let ours = e5m2_to_f32(code);
-            assert!(same(ours, reference(code, 5, 2, true)), "code {code:#04x}: {ours}");
+            assert!(
+                same(ours, reference(code, 5, 2, true)),
+                "code {code:#04x}: {ours}"
+            );
             assert_eq!(E5M2_TABLE[code as usize].to_bits(), ours.to_bits());
             let theirs = float8::F8E5M2::from_bits(code).to_f32();
-            assert!(same(ours, theirs as f64), "code {code:#04x}: {ours} vs float8 {theirs}");
+            assert!(
+                same(ours, theirs as f64),
+                "code {code:#04x}: {ours} vs float8 {theirs}"
+            );
             // e5m2 is the top byte of an IEEE half.
             let half = half::f16::from_bits((code as u16) << 8).to_f32();
             assert!(same(ours, half as f64));
@@ -278,14 +304,23 @@ mod tests {
     #[test]
     fn midpoints_round_to_even() {
         for (decode, encode, max) in [
-            (e4m3fn_to_f32 as fn(u8) -> f32, f32_to_e4m3fn as fn(f32) -> u8, 0x7Eu8),
+            (
+                e4m3fn_to_f32 as fn(u8) -> f32,
+                f32_to_e4m3fn as fn(f32) -> u8,
+                0x7Eu8,
+            ),
             (e5m2_to_f32, f32_to_e5m2, 0x7B),
         ] {
             for code in 0..max {
                 let (lo, hi) = (decode(code), decode(code + 1));
                 let mid = (lo + hi) / 2.0; // exact in f32 for 8-bit neighbours
                 let even = if code % 2 == 0 { code } else { code + 1 };
-                assert_eq!(encode(mid), even, "between {code:#04x} and {:#04x}", code + 1);
+                assert_eq!(
+                    encode(mid),
+                    even,
+                    "between {code:#04x} and {:#04x}",
+                    code + 1
+                );
                 assert_eq!(encode(-mid), even | 0x80);
             }
         }

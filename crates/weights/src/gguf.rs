@@ -143,6 +143,28 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// candle divides by `general.alignment` when it is an integer type; zero would panic, and
+/// GGUF requires a power of two.
+fn check_alignment(scan: &Scanner<'_>, value_type: u32, value: &[u8]) -> Result<(), WeightsError> {
+    let mut wide = [0u8; 8];
+    let alignment = match value_type {
+        // u8, i8, u16, i16, u32, i32: little-endian, sign irrelevant once checked non-zero.
+        0..=5 => {
+            wide[..value.len()].copy_from_slice(value);
+            u64::from_le_bytes(wide)
+        }
+        _ => return Ok(()), // candle ignores other types and uses its default of 32
+    };
+    let signed_negative =
+        matches!(value_type, 1 | 3 | 5) && value.last().is_some_and(|b| b & 0x80 != 0);
+    if !signed_negative && !alignment.is_power_of_two() {
+        return Err(scan.error(format!(
+            "general.alignment {alignment} is not a power of two"
+        )));
+    }
+    Ok(())
+}
+
 /// Walks the whole header with bounds checks; returns nothing, only errors.
 fn prescan(file: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
     let mut scan = Scanner {
@@ -173,9 +195,13 @@ fn prescan(file: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
         });
     }
     for _ in 0..kv_count {
-        scan.string("metadata key")?;
+        let key = scan.string("metadata key")?;
         let value_type = scan.u32("metadata type")?;
+        let value_at = scan.pos;
         scan.skip_value(value_type, 0)?;
+        if key == b"general.alignment" {
+            check_alignment(&scan, value_type, &bytes[value_at..scan.pos])?;
+        }
     }
     let mut names: Vec<&[u8]> = Vec::new();
     for _ in 0..tensor_count {
@@ -234,12 +260,11 @@ fn render(value: &gguf_file::Value) -> String {
 /// Parses a GGUF file held in `bytes`.
 pub(crate) fn parse(file: &Path, bytes: &[u8]) -> Result<Parsed, WeightsError> {
     prescan(file, bytes)?;
-    let content = gguf_file::Content::read(&mut Cursor::new(bytes)).map_err(|e| {
-        WeightsError::Gguf {
+    let content =
+        gguf_file::Content::read(&mut Cursor::new(bytes)).map_err(|e| WeightsError::Gguf {
             file: file.to_path_buf(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     let metadata: BTreeMap<String, String> = content
         .metadata
         .iter()
@@ -338,6 +363,19 @@ mod tests {
         bytes.extend_from_slice(&8u32.to_le_bytes()); // of strings
         bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
         bytes.extend_from_slice(&[0; 32]);
+        assert!(matches!(
+            parse(Path::new("m.gguf"), &bytes),
+            Err(WeightsError::Gguf { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_alignment_is_rejected_instead_of_dividing_by_zero() {
+        let mut bytes = header(0, 1);
+        bytes.extend_from_slice(&17u64.to_le_bytes());
+        bytes.extend_from_slice(b"general.alignment");
+        bytes.extend_from_slice(&4u32.to_le_bytes()); // u32
+        bytes.extend_from_slice(&0u32.to_le_bytes());
         assert!(matches!(
             parse(Path::new("m.gguf"), &bytes),
             Err(WeightsError::Gguf { .. })

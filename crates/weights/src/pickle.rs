@@ -25,6 +25,15 @@ use crate::{StorageDType, WeightsError};
 /// for adversarial input; real checkpoints use thousands).
 const MAX_ENTRIES: usize = 1 << 22;
 
+/// Most tensor dimensions accepted (torch itself allows 64).
+const MAX_RANK: usize = 64;
+
+/// Values an opcode may copy, per input byte, summed over the whole pickle. Most opcodes copy
+/// O(1) values, but `OrderedDict(list)` and `_codecs.encode(text)` copy a whole memoised
+/// argument, so repeating them on one big argument would otherwise grow quadratically with the
+/// input size.
+const COPY_BUDGET_PER_BYTE: usize = 16;
+
 /// A pickled value, as far as Kiln cares.
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
@@ -35,7 +44,8 @@ pub(crate) enum Value {
     BigInt,
     Float(f64),
     Str(Rc<str>),
-    Bytes(Rc<[u8]>),
+    // Contents only matter to `Debug` output when diagnosing a checkpoint.
+    Bytes(#[allow(dead_code)] Rc<[u8]>),
     Tuple(Rc<[Value]>),
     /// A list or set, by arena index.
     List(usize),
@@ -48,7 +58,7 @@ pub(crate) enum Value {
     /// A tensor view of a storage.
     Tensor(Rc<TensorRef>),
     /// An allow-listed object Kiln keeps but never looks into (named for diagnostics).
-    Opaque(&'static str),
+    Opaque(#[allow(dead_code)] &'static str),
 }
 
 /// A storage as torch's persistent id describes it:
@@ -91,35 +101,111 @@ pub(crate) enum Global {
 
 /// `(module, name, meaning)`. Everything not listed is refused.
 const ALLOW_LIST: &[(&str, &str, Global)] = &[
-    ("torch._utils", "_rebuild_tensor_v2", Global::RebuildTensorV2),
+    (
+        "torch._utils",
+        "_rebuild_tensor_v2",
+        Global::RebuildTensorV2,
+    ),
     ("torch._utils", "_rebuild_tensor", Global::RebuildTensor),
-    ("torch._utils", "_rebuild_parameter", Global::RebuildParameter),
-    ("torch._utils", "_rebuild_parameter_with_state", Global::RebuildParameter),
-    ("torch._tensor", "_rebuild_from_type_v2", Global::RebuildFromTypeV2),
+    (
+        "torch._utils",
+        "_rebuild_parameter",
+        Global::RebuildParameter,
+    ),
+    (
+        "torch._utils",
+        "_rebuild_parameter_with_state",
+        Global::RebuildParameter,
+    ),
+    (
+        "torch._tensor",
+        "_rebuild_from_type_v2",
+        Global::RebuildFromTypeV2,
+    ),
     ("collections", "OrderedDict", Global::OrderedDict),
     ("torch", "Size", Global::TorchSize),
     ("_codecs", "encode", Global::CodecsEncode),
-    ("torch", "DoubleStorage", Global::StorageType(StorageDType::F64)),
-    ("torch", "FloatStorage", Global::StorageType(StorageDType::F32)),
-    ("torch", "HalfStorage", Global::StorageType(StorageDType::F16)),
-    ("torch", "BFloat16Storage", Global::StorageType(StorageDType::BF16)),
-    ("torch", "Float8_e4m3fnStorage", Global::StorageType(StorageDType::F8E4M3)),
-    ("torch", "Float8_e5m2Storage", Global::StorageType(StorageDType::F8E5M2)),
-    ("torch", "LongStorage", Global::StorageType(StorageDType::I64)),
-    ("torch", "IntStorage", Global::StorageType(StorageDType::I32)),
-    ("torch", "ShortStorage", Global::StorageType(StorageDType::I16)),
-    ("torch", "CharStorage", Global::StorageType(StorageDType::I8)),
-    ("torch", "ByteStorage", Global::StorageType(StorageDType::U8)),
-    ("torch", "BoolStorage", Global::StorageType(StorageDType::Bool)),
-    ("torch", "UntypedStorage", Global::StorageType(StorageDType::U8)),
-    ("torch.nn.parameter", "Parameter", Global::Inert("torch.nn.parameter.Parameter")),
+    (
+        "torch",
+        "DoubleStorage",
+        Global::StorageType(StorageDType::F64),
+    ),
+    (
+        "torch",
+        "FloatStorage",
+        Global::StorageType(StorageDType::F32),
+    ),
+    (
+        "torch",
+        "HalfStorage",
+        Global::StorageType(StorageDType::F16),
+    ),
+    (
+        "torch",
+        "BFloat16Storage",
+        Global::StorageType(StorageDType::BF16),
+    ),
+    (
+        "torch",
+        "Float8_e4m3fnStorage",
+        Global::StorageType(StorageDType::F8E4M3),
+    ),
+    (
+        "torch",
+        "Float8_e5m2Storage",
+        Global::StorageType(StorageDType::F8E5M2),
+    ),
+    (
+        "torch",
+        "LongStorage",
+        Global::StorageType(StorageDType::I64),
+    ),
+    (
+        "torch",
+        "IntStorage",
+        Global::StorageType(StorageDType::I32),
+    ),
+    (
+        "torch",
+        "ShortStorage",
+        Global::StorageType(StorageDType::I16),
+    ),
+    (
+        "torch",
+        "CharStorage",
+        Global::StorageType(StorageDType::I8),
+    ),
+    (
+        "torch",
+        "ByteStorage",
+        Global::StorageType(StorageDType::U8),
+    ),
+    (
+        "torch",
+        "BoolStorage",
+        Global::StorageType(StorageDType::Bool),
+    ),
+    (
+        "torch",
+        "UntypedStorage",
+        Global::StorageType(StorageDType::U8),
+    ),
+    (
+        "torch.nn.parameter",
+        "Parameter",
+        Global::Inert("torch.nn.parameter.Parameter"),
+    ),
     ("torch", "Tensor", Global::Inert("torch.Tensor")),
     ("torch", "device", Global::Inert("torch.device")),
     ("torch", "float64", Global::Inert("torch.float64")),
     ("torch", "float32", Global::Inert("torch.float32")),
     ("torch", "float16", Global::Inert("torch.float16")),
     ("torch", "bfloat16", Global::Inert("torch.bfloat16")),
-    ("torch", "float8_e4m3fn", Global::Inert("torch.float8_e4m3fn")),
+    (
+        "torch",
+        "float8_e4m3fn",
+        Global::Inert("torch.float8_e4m3fn"),
+    ),
     ("torch", "float8_e5m2", Global::Inert("torch.float8_e5m2")),
     ("torch", "int64", Global::Inert("torch.int64")),
     ("torch", "int32", Global::Inert("torch.int32")),
@@ -133,9 +219,17 @@ const ALLOW_LIST: &[(&str, &str, Global)] = &[
         "ModelCheckpoint",
         Global::Inert("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
     ),
-    ("numpy.core.multiarray", "scalar", Global::Inert("numpy.core.multiarray.scalar")),
+    (
+        "numpy.core.multiarray",
+        "scalar",
+        Global::Inert("numpy.core.multiarray.scalar"),
+    ),
     ("numpy", "dtype", Global::Inert("numpy.dtype")),
-    ("numpy.dtypes", "Float64DType", Global::Inert("numpy.dtypes.Float64DType")),
+    (
+        "numpy.dtypes",
+        "Float64DType",
+        Global::Inert("numpy.dtypes.Float64DType"),
+    ),
 ];
 
 fn resolve_global(file: &Path, module: &str, name: &str) -> Result<Global, WeightsError> {
@@ -201,6 +295,8 @@ struct Machine<'a> {
     memo: HashMap<u32, Value>,
     arena: Vec<Container>,
     storages: Vec<Rc<StorageRef>>,
+    /// Values left to copy; see [`COPY_BUDGET_PER_BYTE`].
+    copy_budget: usize,
 }
 
 /// Runs the pickle at the start of `input` up to its `STOP` opcode.
@@ -214,6 +310,10 @@ pub(crate) fn unpickle(file: &Path, input: &[u8]) -> Result<Unpickled, WeightsEr
         memo: HashMap::new(),
         arena: Vec::new(),
         storages: Vec::new(),
+        copy_budget: input
+            .len()
+            .saturating_mul(COPY_BUDGET_PER_BYTE)
+            .saturating_add(1 << 16),
     };
     let root = machine.run()?;
     Ok(Unpickled {
@@ -287,7 +387,9 @@ impl Machine<'_> {
         if self.stack.len() <= floor {
             return Err(self.error("stack underflow"));
         }
-        self.stack.pop().ok_or_else(|| self.error("stack underflow"))
+        self.stack
+            .pop()
+            .ok_or_else(|| self.error("stack underflow"))
     }
 
     fn top(&self) -> Result<&Value, WeightsError> {
@@ -295,7 +397,9 @@ impl Machine<'_> {
         if self.stack.len() <= floor {
             return Err(self.error("stack underflow"));
         }
-        self.stack.last().ok_or_else(|| self.error("stack underflow"))
+        self.stack
+            .last()
+            .ok_or_else(|| self.error("stack underflow"))
     }
 
     /// Pops everything above the last `MARK`, and the mark.
@@ -304,6 +408,14 @@ impl Machine<'_> {
             return Err(self.error("no MARK to pop to"));
         };
         Ok(self.stack.split_off(height))
+    }
+
+    fn charge_copy(&mut self, values: usize) -> Result<(), WeightsError> {
+        self.copy_budget = self
+            .copy_budget
+            .checked_sub(values)
+            .ok_or_else(|| self.error("pickle copies more data than its size can justify"))?;
+        Ok(())
     }
 
     fn new_container(&mut self, container: Container) -> Result<usize, WeightsError> {
@@ -355,7 +467,11 @@ impl Machine<'_> {
         let value = if bytes.is_empty() {
             Value::Int(0)
         } else if bytes.len() <= 8 {
-            let fill = if bytes[bytes.len() - 1] & 0x80 != 0 { 0xFF } else { 0 };
+            let fill = if bytes[bytes.len() - 1] & 0x80 != 0 {
+                0xFF
+            } else {
+                0
+            };
             let mut wide = [fill; 8];
             wide[..bytes.len()].copy_from_slice(bytes);
             Value::Int(i64::from_le_bytes(wide))
@@ -373,7 +489,13 @@ impl Machine<'_> {
             "01" => Value::Bool(true),
             text => match text.parse::<i64>() {
                 Ok(v) => Value::Int(v),
-                Err(_) if !text.is_empty() && text.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()) => {
+                Err(_)
+                    if !text.is_empty()
+                        && text
+                            .trim_start_matches('-')
+                            .bytes()
+                            .all(|b| b.is_ascii_digit()) =>
+                {
                     Value::BigInt
                 }
                 Err(_) => return Err(self.error(format!("bad integer literal `{text}`"))),
@@ -440,7 +562,8 @@ impl Machine<'_> {
                 }
                 0x8b => {
                     let len = i32::from_le_bytes(self.take_array()?);
-                    let len = u64::try_from(len).map_err(|_| self.error("negative LONG4 length"))?;
+                    let len =
+                        u64::try_from(len).map_err(|_| self.error("negative LONG4 length"))?;
                     self.long(len)?;
                 }
                 b'I' | b'L' => self.text_int()?,
@@ -550,8 +673,8 @@ impl Machine<'_> {
                     self.memo_put(index)?;
                 }
                 0x94 => {
-                    let index = u32::try_from(self.memo.len())
-                        .map_err(|_| self.error("memo too large"))?;
+                    let index =
+                        u32::try_from(self.memo.len()).map_err(|_| self.error("memo too large"))?;
                     self.memo_put(index)?;
                 }
                 b'p' => {
@@ -597,7 +720,9 @@ impl Machine<'_> {
                 b'o' => {
                     // OBJ: class then arguments above the mark.
                     let mut items = self.pop_mark()?.into_iter();
-                    let class = items.next().ok_or_else(|| self.error("OBJ without a class"))?;
+                    let class = items
+                        .next()
+                        .ok_or_else(|| self.error("OBJ without a class"))?;
                     let args: Vec<Value> = items.collect();
                     let result = self.reduce(class, &args, 0)?;
                     self.push(result)?;
@@ -632,7 +757,9 @@ impl Machine<'_> {
                     let storage = self.persistent_load(&pid)?;
                     self.push(storage)?;
                 }
-                b'P' => return Err(self.error("text persistent ids (PERSID) are not used by torch")),
+                b'P' => {
+                    return Err(self.error("text persistent ids (PERSID) are not used by torch"))
+                }
                 0x82..=0x84 => return Err(self.error("extension-registry opcodes are refused")),
                 0x97 | 0x98 => return Err(self.error("out-of-band buffers are not supported")),
                 other => {
@@ -674,7 +801,12 @@ impl Machine<'_> {
     }
 
     /// Interprets `callable(*args)` for allow-listed globals; never calls anything.
-    fn reduce(&mut self, callable: Value, args: &[Value], depth: u8) -> Result<Value, WeightsError> {
+    fn reduce(
+        &mut self,
+        callable: Value,
+        args: &[Value],
+        depth: u8,
+    ) -> Result<Value, WeightsError> {
         let Value::Global(global) = callable else {
             return Err(self.error("REDUCE on something that is not an allow-listed global"));
         };
@@ -701,9 +833,14 @@ impl Machine<'_> {
                     let Value::List(id) = source else {
                         return Err(self.error("OrderedDict from something that is not a list"));
                     };
+                    let len = match self.arena.get(*id) {
+                        Some(Container::List(items)) => items.len(),
+                        _ => return Err(self.error("OrderedDict from a non-list")),
+                    };
+                    self.charge_copy(len)?;
                     let items = match self.arena.get(*id) {
                         Some(Container::List(items)) => items.clone(),
-                        _ => return Err(self.error("OrderedDict from a non-list")),
+                        _ => Vec::new(),
                     };
                     for item in items {
                         match item {
@@ -725,8 +862,11 @@ impl Machine<'_> {
             Global::CodecsEncode => match args.first() {
                 // How protocol-2 pickles spell `bytes`: `_codecs.encode(text, "latin1")`.
                 Some(Value::Str(text)) => {
-                    let bytes: Option<Vec<u8>> =
-                        text.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+                    self.charge_copy(text.len())?;
+                    let bytes: Option<Vec<u8>> = text
+                        .chars()
+                        .map(|c| u8::try_from(u32::from(c)).ok())
+                        .collect();
                     bytes
                         .map(|b| Value::Bytes(Rc::from(b)))
                         .ok_or_else(|| self.error("_codecs.encode of non-Latin-1 text"))
@@ -745,9 +885,16 @@ impl Machine<'_> {
             return Err(self.error("_rebuild_tensor_v2 with unexpected arguments"));
         };
         let offset = non_negative(offset).ok_or_else(|| self.error("bad storage offset"))?;
-        let shape = int_tuple(shape).ok_or_else(|| self.error("tensor size is not a tuple of ints"))?;
+        let shape =
+            int_tuple(shape).ok_or_else(|| self.error("tensor size is not a tuple of ints"))?;
         let strides =
             int_tuple(strides).ok_or_else(|| self.error("tensor stride is not a tuple of ints"))?;
+        if shape.len() > MAX_RANK {
+            return Err(self.error(format!(
+                "tensor of rank {} (more than {MAX_RANK})",
+                shape.len()
+            )));
+        }
         if shape.len() != strides.len() {
             return Err(self.error("tensor size and stride differ in rank"));
         }
@@ -807,7 +954,7 @@ impl Machine<'_> {
 }
 
 fn pairs(items: Vec<Value>) -> Option<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return None;
     }
     let mut iter = items.into_iter();
@@ -825,9 +972,11 @@ fn non_negative(value: &Value) -> Option<u64> {
     }
 }
 
+/// A tuple of non-negative ints, at most `MAX_RANK + 1` long (longer ones are refused by the
+/// caller without being copied).
 fn int_tuple(value: &Value) -> Option<Vec<u64>> {
     match value {
-        Value::Tuple(items) => items.iter().map(non_negative).collect(),
+        Value::Tuple(items) => items.iter().take(MAX_RANK + 1).map(non_negative).collect(),
         _ => None,
     }
 }
@@ -843,16 +992,22 @@ mod tests {
     #[test]
     fn builds_containers_and_primitives() {
         // {'a': [1, 2.5, True, None], 'b': (u'x', b'yz')} in protocol 2 style.
-        let mut p = vec![0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'(', b'K', 1];
-        p.extend_from_slice(&[b'G']);
+        let mut p = vec![
+            0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'(', b'K', 1,
+        ];
+        p.extend_from_slice(b"G");
         p.extend_from_slice(&2.5f64.to_be_bytes());
-        p.extend_from_slice(&[0x88, b'N', b'e', 0x8c, 1, b'b', 0x8c, 1, b'x', b'C', 2, b'y', b'z']);
+        p.extend_from_slice(&[
+            0x88, b'N', b'e', 0x8c, 1, b'b', 0x8c, 1, b'x', b'C', 2, b'y', b'z',
+        ]);
         p.extend_from_slice(&[0x86, b'u', b'.']);
         let out = run(&p).unwrap();
         let entries = out.dict_entries(&out.root).unwrap();
         assert_eq!(entries.len(), 2);
         let list = out.list_items(&entries[0].1).unwrap();
-        assert!(matches!(list, [Value::Int(1), Value::Float(f), Value::Bool(true), Value::None] if *f == 2.5));
+        assert!(
+            matches!(list, [Value::Int(1), Value::Float(f), Value::Bool(true), Value::None] if *f == 2.5)
+        );
         assert!(matches!(&entries[1].1, Value::Tuple(t) if t.len() == 2));
         assert_eq!(out.consumed, p.len());
     }
@@ -866,7 +1021,10 @@ mod tests {
         ];
         let out = run(&p).unwrap();
         let entries = out.dict_entries(&out.root).unwrap();
-        assert!(matches!(out.list_items(&entries[0].1).unwrap(), [Value::Int(7)]));
+        assert!(matches!(
+            out.list_items(&entries[0].1).unwrap(),
+            [Value::Int(7)]
+        ));
     }
 
     #[test]

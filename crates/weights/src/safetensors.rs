@@ -236,7 +236,10 @@ fn reject_overlaps(file: &Path, tensors: &[(TensorInfo, Location)]) -> Result<()
         })
         .collect();
     ranges.sort_unstable_by_key(|(range, _)| range.start);
-    match ranges.windows(2).find(|pair| pair[1].0.start < pair[0].0.end) {
+    match ranges
+        .windows(2)
+        .find(|pair| pair[1].0.start < pair[0].0.end)
+    {
         Some(pair) => Err(WeightsError::OverlappingTensors {
             file: file.to_path_buf(),
             tensor: pair[1].1.to_string(),
@@ -298,12 +301,19 @@ mod tests {
     fn huge_header_length_is_rejected_before_allocating() {
         let mut bytes = u64::MAX.to_le_bytes().to_vec();
         bytes.push(b'{');
-        assert!(matches!(parse_err(&bytes), WeightsError::HeaderTooLarge { .. }));
+        assert!(matches!(
+            parse_err(&bytes),
+            WeightsError::HeaderTooLarge { .. }
+        ));
         let mut bytes = 1000u64.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{}");
         assert!(matches!(
             parse_err(&bytes),
-            WeightsError::Truncated { needed: 1000, available: 2, .. }
+            WeightsError::Truncated {
+                needed: 1000,
+                available: 2,
+                ..
+            }
         ));
     }
 
@@ -325,7 +335,9 @@ mod tests {
     fn malformed_entries_are_not_json_errors_naming_the_tensor() {
         let missing = r#"{"w":{"dtype":"F32","shape":[1]}}"#;
         match parse_err(&file_with(missing, &[])) {
-            WeightsError::HeaderNotJson { reason, .. } => assert!(reason.contains("`w`"), "{reason}"),
+            WeightsError::HeaderNotJson { reason, .. } => {
+                assert!(reason.contains("`w`"), "{reason}")
+            }
             other => panic!("{other}"),
         }
         let not_object = "[1,2]";
@@ -341,6 +353,9 @@ mod tests {
         let bad_utf8 = file_with("{\"\u{e9}\":1}", &[]);
         let mut bad_utf8 = bad_utf8;
         bad_utf8[10] = 0xFF;
-        assert!(matches!(parse_err(&bad_utf8), WeightsError::HeaderNotJson { .. }));
+        assert!(matches!(
+            parse_err(&bad_utf8),
+            WeightsError::HeaderNotJson { .. }
+        ));
     }
 }

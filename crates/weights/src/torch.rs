@@ -35,6 +35,13 @@ pub(crate) const LEGACY_PREFIX: [u8; 14] = [
 /// Deflate cannot expand data by more than ~1032×; a zip entry claiming more is lying.
 const MAX_INFLATE_RATIO: u64 = 1100;
 
+/// Compressed entries are rare in checkpoints (torch writes STORED); all of an archive's
+/// inflated entries together may take at most this many times the file size, plus
+/// [`INFLATE_ALLOWANCE`]. Zip central directories can point many entries at one compressed
+/// stream, so a per-entry ratio alone does not bound the total.
+const MAX_TOTAL_INFLATE_FACTOR: u64 = 16;
+const INFLATE_ALLOWANCE: u64 = 64 << 20;
+
 fn zip_error(file: &Path, reason: impl std::fmt::Display) -> WeightsError {
     WeightsError::Zip {
         file: file.to_path_buf(),
@@ -58,9 +65,14 @@ fn entry_bytes(
     side_buffers: &mut Vec<Vec<u8>>,
 ) -> Result<StorageBytes, WeightsError> {
     let (name, method, start, compressed, size) = {
-        let entry = archive.by_index_raw(index).map_err(|e| zip_error(file, e))?;
+        let entry = archive
+            .by_index_raw(index)
+            .map_err(|e| zip_error(file, e))?;
         if entry.encrypted() {
-            return Err(zip_error(file, format!("entry `{}` is encrypted", entry.name().unwrap_or_default())));
+            return Err(zip_error(
+                file,
+                format!("entry `{}` is encrypted", entry.name().unwrap_or_default()),
+            ));
         }
         let start = entry
             .data_start()
@@ -84,7 +96,10 @@ fn entry_bytes(
     }
     if method == CompressionMethod::Stored {
         if compressed != size {
-            return Err(zip_error(file, format!("stored entry `{name}` has two sizes")));
+            return Err(zip_error(
+                file,
+                format!("stored entry `{name}` has two sizes"),
+            ));
         }
         // Both bounded by the slice length checked above.
         let range = start as usize..(start + size) as usize;
@@ -93,10 +108,24 @@ fn entry_bytes(
             range,
         });
     }
-    if size > compressed.saturating_mul(MAX_INFLATE_RATIO).saturating_add(1024) {
+    if size
+        > compressed
+            .saturating_mul(MAX_INFLATE_RATIO)
+            .saturating_add(1024)
+    {
         return Err(zip_error(
             file,
             format!("entry `{name}` claims {size} bytes from {compressed} compressed"),
+        ));
+    }
+    let inflated_so_far: u64 = side_buffers.iter().map(|b| b.len() as u64).sum();
+    let total_limit = (bytes.len() as u64)
+        .saturating_mul(MAX_TOTAL_INFLATE_FACTOR)
+        .saturating_add(INFLATE_ALLOWANCE);
+    if inflated_so_far.saturating_add(size) > total_limit {
+        return Err(zip_error(
+            file,
+            format!("compressed entries inflate to more than {total_limit} bytes in total"),
         ));
     }
     let mut inflated = Vec::new();
@@ -109,7 +138,10 @@ fn entry_bytes(
     if inflated.len() as u64 != size {
         return Err(zip_error(
             file,
-            format!("entry `{name}` inflates to {} bytes, not {size}", inflated.len()),
+            format!(
+                "entry `{name}` inflates to {} bytes, not {size}",
+                inflated.len()
+            ),
         ));
     }
     let range = 0..inflated.len();
@@ -163,9 +195,9 @@ pub(crate) fn parse_zip(file: &Path, bytes: &[u8]) -> Result<Parsed, WeightsErro
             continue;
         }
         let entry_name = format!("{prefix}data/{}", storage.key);
-        let index = archive.index_for_name(&entry_name).ok_or_else(|| {
-            zip_error(file, format!("storage entry `{entry_name}` is missing"))
-        })?;
+        let index = archive
+            .index_for_name(&entry_name)
+            .ok_or_else(|| zip_error(file, format!("storage entry `{entry_name}` is missing")))?;
         let at = entry_bytes(file, bytes, &mut archive, index, &mut side_buffers)?;
         storages.insert(storage.key.clone(), at);
     }
@@ -195,11 +227,14 @@ pub(crate) fn parse_legacy(file: &Path, bytes: &[u8]) -> Result<Parsed, WeightsE
         });
     }
     let sys_info = next_pickle(&mut pos)?;
-    let big_endian = sys_info.dict_entries(&sys_info.root).is_some_and(|entries| {
-        entries.iter().any(|(k, v)| {
-            matches!(k, Value::Str(k) if &**k == "little_endian") && matches!(v, Value::Bool(false))
-        })
-    });
+    let big_endian = sys_info
+        .dict_entries(&sys_info.root)
+        .is_some_and(|entries| {
+            entries.iter().any(|(k, v)| {
+                matches!(k, Value::Str(k) if &**k == "little_endian")
+                    && matches!(v, Value::Bool(false))
+            })
+        });
     if big_endian {
         return Err(WeightsError::Pickle {
             file: file.to_path_buf(),
@@ -208,16 +243,15 @@ pub(crate) fn parse_legacy(file: &Path, bytes: &[u8]) -> Result<Parsed, WeightsE
     }
     let object = next_pickle(&mut pos)?;
     let keys = next_pickle(&mut pos)?;
-    let key_list = keys.list_items(&keys.root).ok_or_else(|| WeightsError::Pickle {
-        file: file.to_path_buf(),
-        reason: "legacy storage key list is not a list".into(),
-    })?;
+    let key_list = keys
+        .list_items(&keys.root)
+        .ok_or_else(|| WeightsError::Pickle {
+            file: file.to_path_buf(),
+            reason: "legacy storage key list is not a list".into(),
+        })?;
 
-    let dtype_of: HashMap<&str, &StorageRef> = object
-        .storages
-        .iter()
-        .map(|s| (&*s.key, &**s))
-        .collect();
+    let dtype_of: HashMap<&str, &StorageRef> =
+        object.storages.iter().map(|s| (&*s.key, &**s)).collect();
     let mut storages: HashMap<Rc<str>, StorageBytes> = HashMap::new();
     for key in key_list {
         let Value::Str(key) = key else {
@@ -233,12 +267,14 @@ pub(crate) fn parse_legacy(file: &Path, bytes: &[u8]) -> Result<Parsed, WeightsE
             });
         };
         let element_size = storage.dtype.element_size().unwrap_or(1) as u64;
-        let count_at = bytes.get(pos..pos + 8).ok_or_else(|| WeightsError::Truncated {
-            file: file.to_path_buf(),
-            what: format!("size of storage `{key}`"),
-            needed: 8,
-            available: bytes.len().saturating_sub(pos) as u64,
-        })?;
+        let count_at = bytes
+            .get(pos..pos + 8)
+            .ok_or_else(|| WeightsError::Truncated {
+                file: file.to_path_buf(),
+                what: format!("size of storage `{key}`"),
+                needed: 8,
+                available: bytes.len().saturating_sub(pos) as u64,
+            })?;
         let mut count = [0u8; 8];
         count.copy_from_slice(count_at);
         pos += 8;
@@ -292,41 +328,39 @@ fn collect(
         file: file.to_path_buf(),
         reason: "the checkpoint's top-level object is not a dict".into(),
     };
-    let mut entries = unpickled.dict_entries(&unpickled.root).ok_or_else(not_dict)?;
-    let state_dict = entries.iter().find_map(|(key, value)| match key {
+    let root = unpickled
+        .dict_entries(&unpickled.root)
+        .ok_or_else(not_dict)?;
+    let state_dict = root.iter().find_map(|(key, value)| match key {
         Value::Str(key) if &**key == "state_dict" => unpickled.dict_entries(value),
         _ => None,
     });
-    if let Some(inner) = state_dict {
-        entries = inner;
+    let entries = state_dict.unwrap_or(root);
+
+    // Scalars beside the state dict (`global_step`, `epoch`) and inside it are both reported.
+    let mut metadata = BTreeMap::new();
+    for (key, value) in root.iter().chain(state_dict.unwrap_or_default()) {
+        let Value::Str(name) = key else { continue };
+        let text = match value {
+            Value::Int(v) => v.to_string(),
+            Value::Float(v) => v.to_string(),
+            Value::Bool(v) => v.to_string(),
+            Value::Str(v) => v.to_string(),
+            _ => continue,
+        };
+        metadata.insert(name.to_string(), text);
     }
 
-    let mut metadata = BTreeMap::new();
     let mut tensors = Vec::new();
     for (key, value) in entries {
-        let Value::Str(name) = key else { continue };
-        match value {
-            Value::Tensor(tensor) => {
-                let at = storage_bytes(&tensor.storage).ok_or_else(|| WeightsError::Pickle {
-                    file: file.to_path_buf(),
-                    reason: format!("tensor `{name}` refers to a storage whose bytes are missing"),
-                })?;
-                tensors.push(locate(file, name, tensor, at)?);
-            }
-            Value::Int(v) => {
-                metadata.insert(name.to_string(), v.to_string());
-            }
-            Value::Float(v) => {
-                metadata.insert(name.to_string(), v.to_string());
-            }
-            Value::Bool(v) => {
-                metadata.insert(name.to_string(), v.to_string());
-            }
-            Value::Str(v) => {
-                metadata.insert(name.to_string(), v.to_string());
-            }
-            _ => {}
-        }
+        let (Value::Str(name), Value::Tensor(tensor)) = (key, value) else {
+            continue;
+        };
+        let at = storage_bytes(&tensor.storage).ok_or_else(|| WeightsError::Pickle {
+            file: file.to_path_buf(),
+            reason: format!("tensor `{name}` refers to a storage whose bytes are missing"),
+        })?;
+        tensors.push(locate(file, name, tensor, at)?);
     }
     Ok(Parsed {
         metadata,
@@ -392,7 +426,9 @@ fn locate(
         .iter()
         .zip(&tensor.strides)
         .try_fold(tensor.offset, |acc, (&dim, &stride)| {
-            (dim - 1).checked_mul(stride).and_then(|step| acc.checked_add(step))
+            (dim - 1)
+                .checked_mul(stride)
+                .and_then(|step| acc.checked_add(step))
         })
         .ok_or_else(overflow)?;
     let end = last_element

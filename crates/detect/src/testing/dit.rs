@@ -15,15 +15,30 @@ pub(crate) struct MmditSpec {
 
 impl MmditSpec {
     pub(crate) fn sd3_medium() -> Self {
-        Self { hidden: 1536, blocks: 24, qk_norm: false, attn2_blocks: 0 }
+        Self {
+            hidden: 1536,
+            blocks: 24,
+            qk_norm: false,
+            attn2_blocks: 0,
+        }
     }
 
     pub(crate) fn sd35_medium() -> Self {
-        Self { hidden: 1536, blocks: 24, qk_norm: true, attn2_blocks: 13 }
+        Self {
+            hidden: 1536,
+            blocks: 24,
+            qk_norm: true,
+            attn2_blocks: 13,
+        }
     }
 
     pub(crate) fn sd35_large() -> Self {
-        Self { hidden: 2432, blocks: 38, qk_norm: true, attn2_blocks: 0 }
+        Self {
+            hidden: 2432,
+            blocks: 38,
+            qk_norm: true,
+            attn2_blocks: 0,
+        }
     }
 
     fn head(&self) -> u64 {
@@ -45,14 +60,22 @@ impl MmditSpec {
             let last = i + 1 == self.blocks;
             let attn2 = i < self.attn2_blocks;
             let b = format!("joint_blocks.{i}");
-            k.linear(&format!("{b}.context_block.adaLN_modulation.1"), if last { 2 * h } else { 6 * h }, h);
+            k.linear(
+                &format!("{b}.context_block.adaLN_modulation.1"),
+                if last { 2 * h } else { 6 * h },
+                h,
+            );
             k.linear(&format!("{b}.context_block.attn.qkv"), 3 * h, h);
             if !last {
                 k.linear(&format!("{b}.context_block.attn.proj"), h, h);
                 k.linear(&format!("{b}.context_block.mlp.fc1"), 4 * h, h);
                 k.linear(&format!("{b}.context_block.mlp.fc2"), h, 4 * h);
             }
-            k.linear(&format!("{b}.x_block.adaLN_modulation.1"), if attn2 { 9 * h } else { 6 * h }, h);
+            k.linear(
+                &format!("{b}.x_block.adaLN_modulation.1"),
+                if attn2 { 9 * h } else { 6 * h },
+                h,
+            );
             k.linear(&format!("{b}.x_block.attn.qkv"), 3 * h, h);
             k.linear(&format!("{b}.x_block.attn.proj"), h, h);
             k.linear(&format!("{b}.x_block.mlp.fc1"), 4 * h, h);
@@ -92,9 +115,24 @@ impl MmditSpec {
             let last = i + 1 == self.blocks;
             let attn2 = i < self.attn2_blocks;
             let b = format!("transformer_blocks.{i}");
-            k.linear(&format!("{b}.norm1.linear"), if attn2 { 9 * h } else { 6 * h }, h);
-            k.linear(&format!("{b}.norm1_context.linear"), if last { 2 * h } else { 6 * h }, h);
-            for p in ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"] {
+            k.linear(
+                &format!("{b}.norm1.linear"),
+                if attn2 { 9 * h } else { 6 * h },
+                h,
+            );
+            k.linear(
+                &format!("{b}.norm1_context.linear"),
+                if last { 2 * h } else { 6 * h },
+                h,
+            );
+            for p in [
+                "to_q",
+                "to_k",
+                "to_v",
+                "add_q_proj",
+                "add_k_proj",
+                "add_v_proj",
+            ] {
                 k.linear(&format!("{b}.attn.{p}"), h, h);
             }
             k.linear(&format!("{b}.attn.to_out.0"), h, h);
@@ -111,7 +149,12 @@ impl MmditSpec {
                 }
             }
             if self.qk_norm {
-                for n in ["attn.norm_q", "attn.norm_k", "attn.norm_added_q", "attn.norm_added_k"] {
+                for n in [
+                    "attn.norm_q",
+                    "attn.norm_k",
+                    "attn.norm_added_q",
+                    "attn.norm_added_k",
+                ] {
                     k.add(format!("{b}.{n}.weight"), &[self.head()]);
                 }
                 if attn2 {
@@ -138,15 +181,27 @@ pub(crate) struct FluxSpec {
 
 impl FluxSpec {
     pub(crate) fn dev() -> Self {
-        Self { hidden: 3072, double: 19, single: 38, guidance: true, in_features: 64 }
+        Self {
+            hidden: 3072,
+            double: 19,
+            single: 38,
+            guidance: true,
+            in_features: 64,
+        }
     }
 
     pub(crate) fn schnell() -> Self {
-        Self { guidance: false, ..Self::dev() }
+        Self {
+            guidance: false,
+            ..Self::dev()
+        }
     }
 
     pub(crate) fn fill() -> Self {
-        Self { in_features: 384, ..Self::dev() }
+        Self {
+            in_features: 384,
+            ..Self::dev()
+        }
     }
 
     fn head(&self) -> u64 {
@@ -210,7 +265,16 @@ impl FluxSpec {
             let b = format!("transformer_blocks.{i}");
             k.linear(&format!("{b}.norm1.linear"), 6 * h, h);
             k.linear(&format!("{b}.norm1_context.linear"), 6 * h, h);
-            for p in ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"] {
+            for p in [
+                "to_q",
+                "to_k",
+                "to_v",
+                "add_q_proj",
+                "add_k_proj",
+                "add_v_proj",
+                "to_out.0",
+                "to_add_out",
+            ] {
                 k.linear(&format!("{b}.attn.{p}"), h, h);
             }
             for n in ["norm_q", "norm_k", "norm_added_q", "norm_added_k"] {

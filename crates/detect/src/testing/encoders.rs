@@ -14,15 +14,27 @@ pub(crate) struct ClipSpec {
 
 impl ClipSpec {
     pub(crate) fn l() -> Self {
-        Self { width: 768, layers: 12, projection: false }
+        Self {
+            width: 768,
+            layers: 12,
+            projection: false,
+        }
     }
 
     pub(crate) fn h() -> Self {
-        Self { width: 1024, layers: 24, projection: true }
+        Self {
+            width: 1024,
+            layers: 24,
+            projection: true,
+        }
     }
 
     pub(crate) fn g() -> Self {
-        Self { width: 1280, layers: 32, projection: true }
+        Self {
+            width: 1280,
+            layers: 32,
+            projection: true,
+        }
     }
 
     /// Transformers naming (`CLIPTextModel`), without `position_ids`.
@@ -73,7 +85,11 @@ impl ClipSpec {
 
 /// The `position_ids` buffer transformers saves with CLIP, as an i64 tensor.
 pub(crate) fn position_ids(prefix: &str) -> kiln_weights::TensorInfo {
-    tensor_dt(&format!("{prefix}text_model.embeddings.position_ids"), &[1, 77], StorageDType::I64)
+    tensor_dt(
+        &format!("{prefix}text_model.embeddings.position_ids"),
+        &[1, 77],
+        StorageDType::I64,
+    )
 }
 
 /// A T5 v1.1 encoder (gated feed-forward) to generate.
@@ -87,11 +103,21 @@ pub(crate) struct T5Spec {
 
 impl T5Spec {
     pub(crate) fn xxl() -> Self {
-        Self { d_model: 4096, d_ff: 10240, blocks: 24, gated: true }
+        Self {
+            d_model: 4096,
+            d_ff: 10240,
+            blocks: 24,
+            gated: true,
+        }
     }
 
     pub(crate) fn xl() -> Self {
-        Self { d_model: 2048, d_ff: 5120, blocks: 24, gated: true }
+        Self {
+            d_model: 2048,
+            d_ff: 5120,
+            blocks: 24,
+            gated: true,
+        }
     }
 
     /// Transformers naming (`T5EncoderModel`).
@@ -105,7 +131,10 @@ impl T5Spec {
                 k.linear_no_bias(&format!("{b}.0.SelfAttention.{p}"), d, d);
             }
             if i == 0 {
-                k.add(format!("{b}.0.SelfAttention.relative_attention_bias.weight"), &[32, 64]);
+                k.add(
+                    format!("{b}.0.SelfAttention.relative_attention_bias.weight"),
+                    &[32, 64],
+                );
             }
             k.add(format!("{b}.0.layer_norm.weight"), &[d]);
             if self.gated {

@@ -20,7 +20,11 @@ pub(crate) fn tensor(name: &str, shape: &[u64]) -> TensorInfo {
 
 /// A tensor of `shape` stored as `dtype`.
 pub(crate) fn tensor_dt(name: &str, shape: &[u64], dtype: StorageDType) -> TensorInfo {
-    TensorInfo { name: name.to_string(), dtype, shape: shape.iter().map(|&d| d as _).collect() }
+    TensorInfo {
+        name: name.to_string(),
+        dtype,
+        shape: shape.iter().map(|&d| d as _).collect(),
+    }
 }
 
 /// Names and shapes, built up block by block.
@@ -57,7 +61,12 @@ impl Keys {
 
     /// Every key again under `prefix`.
     pub(crate) fn prefixed(&self, prefix: &str) -> Keys {
-        Keys(self.0.iter().map(|(n, s)| (format!("{prefix}{n}"), s.clone())).collect())
+        Keys(
+            self.0
+                .iter()
+                .map(|(n, s)| (format!("{prefix}{n}"), s.clone()))
+                .collect(),
+        )
     }
 
     pub(crate) fn extend(&mut self, other: Keys) {
@@ -80,7 +89,10 @@ impl Keys {
 /// Detects one synthetic file.
 pub(crate) fn detect_keys(keys: &Keys) -> Result<Detection, DetectError> {
     let tensors = keys.tensors();
-    detect(&[FileTensors::new(Path::new("synthetic.safetensors"), &tensors)])
+    detect(&[FileTensors::new(
+        Path::new("synthetic.safetensors"),
+        &tensors,
+    )])
 }
 
 /// Checks the invariants every detection must keep: every key-map source exists in the input,
@@ -90,24 +102,41 @@ pub(crate) fn assert_consistent(detection: &Detection, files: &[&[TensorInfo]]) 
     for component in &detection.components {
         for (internal, source) in &component.keys {
             for (file, name) in source.tensors() {
-                let exists = files.get(file).is_some_and(|f| f.iter().any(|t| t.name == name));
+                let exists = files
+                    .get(file)
+                    .is_some_and(|f| f.iter().any(|t| t.name == name));
                 assert!(exists, "{internal} → missing source {file}:{name}");
                 let slice = matches!(source.transform, crate::KeyTransform::SliceRows { .. });
                 let newly = claimed.insert((file, name.to_string()));
-                assert!(newly || slice || aliased(component, name), "{name} claimed twice");
+                assert!(
+                    newly || slice || aliased(component, name),
+                    "{name} claimed twice"
+                );
             }
         }
     }
     let total: usize = files.iter().map(|f| f.len()).sum();
-    assert_eq!(claimed.len() + detection.unclaimed_keys, total, "claimed + unclaimed != total");
+    assert_eq!(
+        claimed.len() + detection.unclaimed_keys,
+        total,
+        "claimed + unclaimed != total"
+    );
 }
 
 fn aliased(component: &crate::Component, name: &str) -> bool {
-    component.keys.values().filter(|s| s.tensors().any(|(_, n)| n == name)).count() > 1
+    component
+        .keys
+        .values()
+        .filter(|s| s.tensors().any(|(_, n)| n == name))
+        .count()
+        > 1
         && component.kind == crate::ComponentKind::T5xxl
 }
 
 /// The internal names of a detection's component, sorted.
 pub(crate) fn internal_names(detection: &Detection, kind: crate::ComponentKind) -> Vec<String> {
-    detection.component(kind).map(|c| c.keys.keys().cloned().collect()).unwrap_or_default()
+    detection
+        .component(kind)
+        .map(|c| c.keys.keys().cloned().collect())
+        .unwrap_or_default()
 }

@@ -34,7 +34,11 @@ impl UnetSpec {
     }
 
     pub(crate) fn sd2() -> Self {
-        Self { context_dim: 1024, linear_proj: true, ..Self::sd15() }
+        Self {
+            context_dim: 1024,
+            linear_proj: true,
+            ..Self::sd15()
+        }
     }
 
     pub(crate) fn sdxl() -> Self {
@@ -98,7 +102,12 @@ impl UnetSpec {
                 self.ldm_res(&mut k, &format!("input_blocks.{n}.0"), ch, mc * mult);
                 ch = mc * mult;
                 if self.depth[level] > 0 {
-                    self.transformer(&mut k, &format!("input_blocks.{n}.1"), ch, self.depth[level]);
+                    self.transformer(
+                        &mut k,
+                        &format!("input_blocks.{n}.1"),
+                        ch,
+                        self.depth[level],
+                    );
                 }
                 chans.push(ch);
                 n += 1;
@@ -120,11 +129,21 @@ impl UnetSpec {
         for (level, mult) in self.channel_mult.iter().enumerate().rev() {
             for i in 0..=self.res_blocks {
                 let skip = chans.pop().unwrap_or(mc);
-                self.ldm_res(&mut k, &format!("output_blocks.{n}.0"), ch + skip, mc * mult);
+                self.ldm_res(
+                    &mut k,
+                    &format!("output_blocks.{n}.0"),
+                    ch + skip,
+                    mc * mult,
+                );
                 ch = mc * mult;
                 let mut index = 1;
                 if self.depth[level] > 0 {
-                    self.transformer(&mut k, &format!("output_blocks.{n}.1"), ch, self.depth[level]);
+                    self.transformer(
+                        &mut k,
+                        &format!("output_blocks.{n}.1"),
+                        ch,
+                        self.depth[level],
+                    );
                     index = 2;
                 }
                 if level > 0 && i == self.res_blocks {
@@ -162,7 +181,11 @@ impl UnetSpec {
         for t in 0..depth {
             let b = format!("{p}.transformer_blocks.{t}");
             for attn in ["attn1", "attn2"] {
-                let kv = if attn == "attn1" { ch } else { self.context_dim };
+                let kv = if attn == "attn1" {
+                    ch
+                } else {
+                    self.context_dim
+                };
                 k.linear_no_bias(&format!("{b}.{attn}.to_q"), ch, ch);
                 k.linear_no_bias(&format!("{b}.{attn}.to_k"), ch, kv);
                 k.linear_no_bias(&format!("{b}.{attn}.to_v"), ch, kv);
@@ -204,7 +227,12 @@ impl UnetSpec {
         let mut ch = mc;
         for (level, mult) in self.channel_mult.iter().enumerate() {
             for r in 0..self.res_blocks {
-                self.diffusers_res(&mut k, &format!("down_blocks.{level}.resnets.{r}"), ch, mc * mult);
+                self.diffusers_res(
+                    &mut k,
+                    &format!("down_blocks.{level}.resnets.{r}"),
+                    ch,
+                    mc * mult,
+                );
                 ch = mc * mult;
                 if self.depth[level] > 0 {
                     let p = format!("down_blocks.{level}.attentions.{r}");
@@ -213,7 +241,12 @@ impl UnetSpec {
                 chans.push(ch);
             }
             if level + 1 != levels {
-                k.conv(&format!("down_blocks.{level}.downsamplers.0.conv"), ch, ch, 3);
+                k.conv(
+                    &format!("down_blocks.{level}.downsamplers.0.conv"),
+                    ch,
+                    ch,
+                    3,
+                );
                 chans.push(ch);
             }
         }

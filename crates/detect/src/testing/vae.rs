@@ -16,11 +16,21 @@ pub(crate) struct VaeSpec {
 
 impl VaeSpec {
     pub(crate) fn sd() -> Self {
-        Self { base: 128, mult: vec![1, 2, 4, 4], latent: 4, quant_conv: true, old_attention_names: false }
+        Self {
+            base: 128,
+            mult: vec![1, 2, 4, 4],
+            latent: 4,
+            quant_conv: true,
+            old_attention_names: false,
+        }
     }
 
     pub(crate) fn flux() -> Self {
-        Self { latent: 16, quant_conv: false, ..Self::sd() }
+        Self {
+            latent: 16,
+            quant_conv: false,
+            ..Self::sd()
+        }
     }
 
     fn top(&self) -> u64 {
@@ -35,7 +45,13 @@ impl VaeSpec {
         let mut ch = self.base;
         for (l, m) in self.mult.iter().enumerate() {
             for b in 0..2 {
-                res(&mut k, &format!("encoder.down.{l}.block.{b}"), ch, self.base * m, "nin_shortcut");
+                res(
+                    &mut k,
+                    &format!("encoder.down.{l}.block.{b}"),
+                    ch,
+                    self.base * m,
+                    "nin_shortcut",
+                );
                 ch = self.base * m;
             }
             if l + 1 != levels {
@@ -54,7 +70,13 @@ impl VaeSpec {
         ldm_mid(&mut k, "decoder.mid", ch);
         for (l, m) in self.mult.iter().enumerate().rev() {
             for b in 0..3 {
-                res(&mut k, &format!("decoder.up.{l}.block.{b}"), ch, self.base * m, "nin_shortcut");
+                res(
+                    &mut k,
+                    &format!("decoder.up.{l}.block.{b}"),
+                    ch,
+                    self.base * m,
+                    "nin_shortcut",
+                );
                 ch = self.base * m;
             }
             if l != 0 {
@@ -74,11 +96,22 @@ impl VaeSpec {
         let mut ch = self.base;
         for (l, m) in self.mult.iter().enumerate() {
             for b in 0..2 {
-                res(&mut k, &format!("encoder.down_blocks.{l}.resnets.{b}"), ch, self.base * m, "conv_shortcut");
+                res(
+                    &mut k,
+                    &format!("encoder.down_blocks.{l}.resnets.{b}"),
+                    ch,
+                    self.base * m,
+                    "conv_shortcut",
+                );
                 ch = self.base * m;
             }
             if l + 1 != levels {
-                k.conv(&format!("encoder.down_blocks.{l}.downsamplers.0.conv"), ch, ch, 3);
+                k.conv(
+                    &format!("encoder.down_blocks.{l}.downsamplers.0.conv"),
+                    ch,
+                    ch,
+                    3,
+                );
             }
         }
         self.diffusers_mid(&mut k, "encoder.mid_block", ch);
@@ -93,11 +126,22 @@ impl VaeSpec {
         self.diffusers_mid(&mut k, "decoder.mid_block", ch);
         for (u, m) in self.mult.iter().rev().enumerate() {
             for b in 0..3 {
-                res(&mut k, &format!("decoder.up_blocks.{u}.resnets.{b}"), ch, self.base * m, "conv_shortcut");
+                res(
+                    &mut k,
+                    &format!("decoder.up_blocks.{u}.resnets.{b}"),
+                    ch,
+                    self.base * m,
+                    "conv_shortcut",
+                );
                 ch = self.base * m;
             }
             if u + 1 != levels {
-                k.conv(&format!("decoder.up_blocks.{u}.upsamplers.0.conv"), ch, ch, 3);
+                k.conv(
+                    &format!("decoder.up_blocks.{u}.upsamplers.0.conv"),
+                    ch,
+                    ch,
+                    3,
+                );
             }
         }
         k.norm("decoder.conv_norm_out", ch);

@@ -7,18 +7,18 @@ use std::collections::BTreeMap;
 use kiln_detect::{Architecture, Component, ComponentKind, Detection, Layout, Prediction};
 use kiln_weights::{GgufType, StorageDType};
 
-pub const SD1_UNET: u64 = 859_520_964;
-pub const CLIP_L: u64 = 123_060_480;
-pub const CLIP_G: u64 = 694_659_840;
-pub const T5XXL: u64 = 4_762_310_656;
-pub const VAE: u64 = 83_653_863;
-pub const SDXL_UNET: u64 = 2_567_463_684;
-pub const FLUX: u64 = 11_901_408_320;
-pub const SD3_MEDIUM: u64 = 2_028_328_000;
+pub(crate) const SD1_UNET: u64 = 859_520_964;
+pub(crate) const CLIP_L: u64 = 123_060_480;
+pub(crate) const CLIP_G: u64 = 694_659_840;
+pub(crate) const T5XXL: u64 = 4_762_310_656;
+pub(crate) const VAE: u64 = 83_653_863;
+pub(crate) const SDXL_UNET: u64 = 2_567_463_684;
+pub(crate) const FLUX: u64 = 11_901_408_320;
+pub(crate) const SD3_MEDIUM: u64 = 2_028_328_000;
 
 /// A component with `params` elements, `share` per mille of them in `dtype` and the rest (norms,
 /// biases) in `rest`.
-pub fn component(
+pub(crate) fn component(
     kind: ComponentKind,
     params: u64,
     dtype: StorageDType,
@@ -60,7 +60,7 @@ fn detection(architecture: Architecture, variant: &str, components: Vec<Componen
 }
 
 /// SD1.5 with every component stored as `dtype` (8-bit files keep f32 norms).
-pub fn sd1(dtype: StorageDType) -> Detection {
+pub(crate) fn sd1(dtype: StorageDType) -> Detection {
     let rest = dtype.is_fp8().then_some(StorageDType::F32);
     detection(
         Architecture::Sd1,
@@ -74,7 +74,7 @@ pub fn sd1(dtype: StorageDType) -> Detection {
 }
 
 /// SDXL base stored in bf16.
-pub fn sdxl_bf16() -> Detection {
+pub(crate) fn sdxl_bf16() -> Detection {
     let bf16 = StorageDType::BF16;
     detection(
         Architecture::Sdxl,
@@ -89,7 +89,7 @@ pub fn sdxl_bf16() -> Detection {
 }
 
 /// Flux dev all-in-one: diffusion model and T5 in `dtype` (bf16 norms), CLIP-L f16, VAE bf16.
-pub fn flux(dtype: StorageDType) -> Detection {
+pub(crate) fn flux(dtype: StorageDType) -> Detection {
     let rest = Some(StorageDType::BF16);
     detection(
         Architecture::Flux,
@@ -104,14 +104,14 @@ pub fn flux(dtype: StorageDType) -> Detection {
 }
 
 /// Flux dev as a scaled-fp8 e4m3fn checkpoint (per-tensor `scale_weight`, f32 scales).
-pub fn flux_scaled_fp8() -> Detection {
+pub(crate) fn flux_scaled_fp8() -> Detection {
     let mut d = flux(StorageDType::F8E4M3);
     d.components[0].scaled_fp8 = Some(StorageDType::F8E4M3);
     d
 }
 
 /// A Flux dev GGUF Q8_0 diffusion model (f32 norms), alone as GGUF files are.
-pub fn flux_gguf_q8() -> Detection {
+pub(crate) fn flux_gguf_q8() -> Detection {
     let q8 = StorageDType::Gguf(GgufType::Q8_0);
     detection(
         Architecture::Flux,
@@ -126,7 +126,7 @@ pub fn flux_gguf_q8() -> Detection {
 }
 
 /// SD3 medium stored in f16 with all three text encoders.
-pub fn sd3_f16() -> Detection {
+pub(crate) fn sd3_f16() -> Detection {
     let f16 = StorageDType::F16;
     detection(
         Architecture::Sd3,
@@ -142,7 +142,7 @@ pub fn sd3_f16() -> Detection {
 }
 
 /// Every scenario of the test matrix, named.
-pub fn scenarios() -> Vec<(&'static str, Detection)> {
+pub(crate) fn scenarios() -> Vec<(&'static str, Detection)> {
     vec![
         ("sd1-f32", sd1(StorageDType::F32)),
         ("sd1-f16", sd1(StorageDType::F16)),

@@ -1,0 +1,12 @@
+//! Kiln's subcommands, one file each. Each takes the parsed flags and returns the process exit
+//! code; errors that are the user's input are printed by the command itself, per file.
+
+mod doctor;
+mod human;
+mod inspect;
+mod resolve;
+mod testgen;
+
+pub use doctor::doctor;
+pub use inspect::inspect;
+pub use testgen::testgen;
