@@ -22,13 +22,13 @@ fn write_safetensors(path: &Path, tensors: &[(&str, &[usize])]) {
         offset += bytes;
     }
     let mut json = serde_json::Value::Object(header).to_string().into_bytes();
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
+    // The header is padded with spaces to 8-byte alignment, as the reference writer does.
+    let padding = (8 - json.len() % 8) % 8;
+    json.extend(std::iter::repeat_n(b' ', padding));
     let mut file = (json.len() as u64).to_le_bytes().to_vec();
     file.extend(json);
     file.extend(vec![0u8; offset]);
-    fs::write(path, file).unwrap();
+    fs::write(path, file).expect("writing the test file");
 }
 
 #[test]

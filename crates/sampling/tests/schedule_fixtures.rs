@@ -95,3 +95,22 @@ fn every_scheduler_matches_comfyui() {
         "too many inexact schedules: {inexact:?}"
     );
 }
+
+#[test]
+fn ksampler_sigma_rules_match_comfyui() {
+    use kiln_sampling::ksampler_sigmas;
+    use kiln_sampling::samplers::sampler_by_name;
+    let fixture = load_json("schedules.json");
+    let samplings = model_samplings();
+    for case in fixture["ksampler"].as_array().unwrap() {
+        let model = case["model"].as_str().unwrap();
+        let scheduler = scheduler_by_name(case["scheduler"].as_str().unwrap()).unwrap();
+        let sampler = sampler_by_name(case["sampler"].as_str().unwrap()).unwrap();
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let denoise = case["denoise"].as_f64().unwrap();
+        let want = floats(&case["bits"]);
+        let got = ksampler_sigmas(&samplings[model], scheduler, sampler, steps, denoise).unwrap();
+        let error = max_relative_error(&got, &want);
+        assert!(error <= 1e-6, "{case}: got {got:?}");
+    }
+}

@@ -148,25 +148,3 @@ mod tests {
         assert!((sum - (0.5 - 1.5)).abs() < 1e-6);
     }
 }
-#[cfg(test)]
-mod dbg_tmp {
-    #[test]
-    fn dump() {
-        let s = [
-            14.614641f32,
-            14.492852,
-            14.371064,
-            14.249275,
-            12.58483,
-            7.8350716,
-            0.0,
-        ];
-        for i in 0..5 {
-            let o = (i + 1).min(4);
-            let c: Vec<f64> = (0..o)
-                .map(|j| super::multistep_coefficient(o, &s, i, j))
-                .collect();
-            eprintln!("{i} {c:?}");
-        }
-    }
-}
