@@ -10,7 +10,7 @@
 const MIN_NORM_POS: f32 = f32::MIN_POSITIVE;
 
 // The constants are C double literals narrowed to float, so narrow from f64 here as well.
-const SQRT_HALF: f32 = 0.707_106_781_186_547_524_f64 as f32;
+const SQRT_HALF: f32 = std::f64::consts::FRAC_1_SQRT_2 as f32;
 const LOG_P: [f32; 9] = [
     7.037_683_629_2E-2_f64 as f32,
     -1.151_461_031_0E-1_f64 as f32,
@@ -26,7 +26,10 @@ const LOG_Q1: f32 = -2.121_944_40e-4_f64 as f32;
 const LOG_Q2: f32 = 0.693_359_375_f64 as f32;
 
 const MINUS_DP1: f32 = -0.785_156_25_f64 as f32;
+// Written exactly as in `avx_mathfun.h`, narrowed from double as the C compiler does.
+#[allow(clippy::excessive_precision)]
 const MINUS_DP2: f32 = -2.418_756_484_985_351_562_5e-4_f64 as f32;
+#[allow(clippy::excessive_precision)]
 const MINUS_DP3: f32 = -3.774_894_977_445_941_08e-8_f64 as f32;
 const SIN_P: [f32; 3] = [
     -1.951_529_589_1E-4_f64 as f32,

@@ -118,7 +118,7 @@ impl TorchGenerator {
         for block in data.chunks_exact_mut(16) {
             box_muller_16(kernel, block);
         }
-        if len % 16 != 0 {
+        if !len.is_multiple_of(16) {
             let tail = &mut data[len - 16..];
             for value in tail.iter_mut() {
                 *value = self.uniform_f32();

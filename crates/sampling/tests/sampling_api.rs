@@ -10,8 +10,8 @@ use common::ToyDenoiser;
 use kiln_sampling::samplers::{sampler_by_name, NoProgress, SamplerContext, StepInfo, SAMPLERS};
 use kiln_sampling::schedulers::{calculate_sigmas, scheduler_by_name, Karras};
 use kiln_sampling::{
-    ksampler_sigmas, prepare_noise, sample, LatentFormat, ModelSampling, NormalKernel, Prediction, SamplingError,
-    TorchCpuNoise,
+    ksampler_sigmas, prepare_noise, sample, LatentFormat, ModelSampling, NormalKernel, Prediction,
+    SamplingError, TorchCpuNoise,
 };
 
 const SHAPE: [usize; 4] = [1, 4, 3, 5];
@@ -24,7 +24,12 @@ fn run(
 ) -> kiln_sampling::Result<Tensor> {
     let sampler = sampler_by_name(sampler_name)?;
     let noise = prepare_noise(&SHAPE, 5, None, NormalKernel::Avx2)?;
-    let latent = Tensor::zeros(&SHAPE, DType::F32, &Device::Cpu).unwrap();
+    let latent = Tensor::zeros(&SHAPE, DType::F32, &Device::Cpu).map_err(|source| {
+        SamplingError::Tensor {
+            context: "test latent",
+            source,
+        }
+    })?;
     let mut denoiser = ToyDenoiser::new(model, &SHAPE);
     let mut ctx = SamplerContext {
         denoiser: &mut denoiser,
@@ -32,7 +37,14 @@ fn run(
         noise: &TorchCpuNoise::new(5),
         progress,
     };
-    sample(sampler, &mut ctx, &noise, &latent, sigmas, &LatentFormat::SD15)
+    sample(
+        sampler,
+        &mut ctx,
+        &noise,
+        &latent,
+        sigmas,
+        &LatentFormat::SD15,
+    )
 }
 
 #[test]
@@ -48,7 +60,8 @@ fn zero_steps_is_rejected() {
 #[test]
 fn one_step_runs_one_model_evaluation_for_euler() {
     let model = ModelSampling::discrete(Prediction::Eps);
-    let sigmas = ksampler_sigmas(&model, &Karras, sampler_by_name("euler").unwrap(), 1, 1.0).unwrap();
+    let sigmas =
+        ksampler_sigmas(&model, &Karras, sampler_by_name("euler").unwrap(), 1, 1.0).unwrap();
     assert_eq!(sigmas.len(), 2);
     let mut steps = Vec::new();
     let mut progress = |info: &StepInfo<'_>| {
@@ -62,7 +75,10 @@ fn one_step_runs_one_model_evaluation_for_euler() {
 
 #[test]
 fn every_sampler_survives_a_single_step() {
-    for model in [ModelSampling::discrete(Prediction::Eps), ModelSampling::sd3()] {
+    for model in [
+        ModelSampling::discrete(Prediction::Eps),
+        ModelSampling::sd3(),
+    ] {
         for sampler in SAMPLERS {
             let sigmas = ksampler_sigmas(&model, &Karras, *sampler, 1, 1.0).unwrap();
             let out = run(&model, sampler.name(), &sigmas, &mut NoProgress)
@@ -75,7 +91,8 @@ fn every_sampler_survives_a_single_step() {
 #[test]
 fn denoise_zero_returns_the_input_latent_untouched() {
     let model = ModelSampling::discrete(Prediction::Eps);
-    let sigmas = ksampler_sigmas(&model, &Karras, sampler_by_name("euler").unwrap(), 20, 0.0).unwrap();
+    let sigmas =
+        ksampler_sigmas(&model, &Karras, sampler_by_name("euler").unwrap(), 20, 0.0).unwrap();
     assert!(sigmas.is_empty());
     let latent = Tensor::ones(&SHAPE, DType::F32, &Device::Cpu).unwrap();
     let noise = prepare_noise(&SHAPE, 5, None, NormalKernel::Avx2).unwrap();
@@ -86,9 +103,24 @@ fn denoise_zero_returns_the_input_latent_untouched() {
         noise: &TorchCpuNoise::new(5),
         progress: &mut NoProgress,
     };
-    let out = sample(sampler_by_name("euler").unwrap(), &mut ctx, &noise, &latent, &sigmas, &LatentFormat::SD15).unwrap();
+    let out = sample(
+        sampler_by_name("euler").unwrap(),
+        &mut ctx,
+        &noise,
+        &latent,
+        &sigmas,
+        &LatentFormat::SD15,
+    )
+    .unwrap();
     assert_eq!(denoiser.calls, 0);
-    let diff: f32 = (out - latent).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+    let diff: f32 = (out - latent)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
     assert_eq!(diff, 0.0);
 }
 
@@ -96,19 +128,21 @@ fn denoise_zero_returns_the_input_latent_untouched() {
 fn interrupt_stops_between_steps_with_a_typed_error() {
     let model = ModelSampling::discrete(Prediction::Eps);
     let sigmas = calculate_sigmas(&model, scheduler_by_name("normal").unwrap(), 10).unwrap();
-    let mut seen = 0;
-    let mut progress = |info: &StepInfo<'_>| {
-        seen += 1;
-        if info.step == 3 {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    };
     for name in ["euler", "dpmpp_2m_sde", "uni_pc"] {
-        seen = 0;
+        let mut seen = 0;
+        let mut progress = |info: &StepInfo<'_>| {
+            seen += 1;
+            if info.step == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
         let err = run(&model, name, &sigmas, &mut progress).unwrap_err();
-        assert!(matches!(err, SamplingError::Interrupted { step: 3, total: 10 }), "{name}: {err}");
+        assert!(
+            matches!(err, SamplingError::Interrupted { step: 3, total: 10 }),
+            "{name}: {err}"
+        );
         assert_eq!(seen, 4, "{name}");
     }
 }
@@ -143,7 +177,15 @@ fn ancestral_noise_depends_on_the_seed() {
             noise: &TorchCpuNoise::new(seed),
             progress: &mut NoProgress,
         };
-        let out = sample(sampler, &mut ctx, &noise, &latent, &sigmas, &LatentFormat::SD15).unwrap();
+        let out = sample(
+            sampler,
+            &mut ctx,
+            &noise,
+            &latent,
+            &sigmas,
+            &LatentFormat::SD15,
+        )
+        .unwrap();
         outputs.push(out.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     }
     assert_eq!(outputs[0], outputs[2]);

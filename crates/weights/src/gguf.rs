@@ -14,7 +14,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file;
 
-use crate::source::{Buffer, Location, Parsed};
+use crate::source::{checked_elements, Buffer, Location, Parsed};
 use crate::{GgufType, StorageDType, TensorInfo, WeightsError};
 
 /// GGML's maximum tensor rank.
@@ -275,10 +275,14 @@ pub(crate) fn parse(file: &Path, bytes: &[u8]) -> Result<Parsed, WeightsError> {
     for (name, info) in &content.tensor_infos {
         let dtype = StorageDType::Gguf(GgufType::from_ggml(info.ggml_dtype));
         let shape = info.shape.dims().to_vec();
-        let elements = shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-        let Some(len) = elements.and_then(|n| dtype.storage_bytes(n)) else {
+        let Some(elements) = checked_elements(shape.iter().map(|&d| d as u64)) else {
+            return Err(WeightsError::ShapeOverflow {
+                file: file.to_path_buf(),
+                tensor: name.clone(),
+                shape: shape.iter().map(|&d| d as u64).collect(),
+            });
+        };
+        let Some(len) = dtype.storage_bytes(elements) else {
             return Err(WeightsError::Gguf {
                 file: file.to_path_buf(),
                 reason: format!(

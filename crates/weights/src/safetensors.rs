@@ -28,7 +28,7 @@ use std::path::Path;
 use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::source::{Buffer, Location, Parsed};
+use crate::source::{checked_elements, Buffer, Location, Parsed};
 use crate::{StorageDType, TensorInfo, WeightsError};
 
 /// Largest header accepted (the `safetensors` crate uses the same 100 MB bound).
@@ -185,10 +185,7 @@ fn validate_entry(
         tensor: name,
         shape,
     };
-    let expected = entry
-        .shape
-        .iter()
-        .try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
+    let expected = checked_elements(entry.shape.iter().copied())
         .and_then(|elements| dtype.storage_bytes(elements));
     let Some(expected) = expected else {
         return Err(overflow(name, entry.shape));
@@ -323,6 +320,12 @@ mod tests {
         assert!(matches!(
             parse_err(&file_with(big, &[])),
             WeightsError::ShapeOverflow { tensor, .. } if tensor == "w"
+        ));
+        let hidden =
+            r#"{"w":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}}"#;
+        assert!(matches!(
+            parse_err(&file_with(hidden, &[])),
+            WeightsError::ShapeOverflow { .. }
         ));
         let c64 = r#"{"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#;
         assert!(matches!(

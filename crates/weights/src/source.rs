@@ -70,3 +70,31 @@ pub(crate) struct Parsed {
     pub(crate) tensors: Vec<(crate::TensorInfo, Location)>,
     pub(crate) side_buffers: Vec<Vec<u8>>,
 }
+
+/// Element count of `shape`, or `None` when it overflows — counting zero-sized dimensions as 1
+/// for the overflow check, because candle computes strides from the other dimensions and a
+/// `[0, 2^40, 2^40]` tensor would overflow there even though it holds no elements.
+pub(crate) fn checked_elements(shape: impl IntoIterator<Item = u64>) -> Option<u64> {
+    let mut elements = 1u64;
+    let mut nonzero = 1u64;
+    for dim in shape {
+        elements = elements.checked_mul(dim)?;
+        nonzero = nonzero.checked_mul(dim.max(1))?;
+    }
+    usize::try_from(nonzero).ok()?;
+    Some(elements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_dimensions_do_not_hide_overflow() {
+        assert_eq!(checked_elements([2, 3]), Some(6));
+        assert_eq!(checked_elements([]), Some(1));
+        assert_eq!(checked_elements([0, 5]), Some(0));
+        assert_eq!(checked_elements([0, 1 << 40, 1 << 40]), None);
+        assert_eq!(checked_elements([u64::MAX, 2]), None);
+    }
+}

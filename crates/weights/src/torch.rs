@@ -23,7 +23,7 @@ use std::rc::Rc;
 use zip::{CompressionMethod, ZipArchive};
 
 use crate::pickle::{self, StorageRef, TensorRef, Unpickled, Value};
-use crate::source::{Buffer, Location, Parsed};
+use crate::source::{checked_elements, Buffer, Location, Parsed};
 use crate::{TensorInfo, WeightsError};
 
 /// The pickled `LONG1` with which a legacy checkpoint starts (after `PROTO 2`):
@@ -403,11 +403,7 @@ fn locate(
         .map(|&d| usize::try_from(d).ok())
         .collect::<Option<_>>()
         .ok_or_else(overflow)?;
-    let elements = tensor
-        .shape
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(overflow)?;
+    let elements = checked_elements(tensor.shape.iter().copied()).ok_or_else(overflow)?;
     let info = TensorInfo {
         name: name.to_string(),
         dtype,

@@ -77,6 +77,16 @@ pub(crate) fn offset_first_sigma_for_snr(sigmas: &[f32], model: &ModelSampling) 
     sigmas
 }
 
+/// `torch.lerp(start, end, weight)` on 0-d float32 tensors: `start + w·(end − start)` for
+/// `|w| < 0.5`, else `end − (end − start)·(1 − w)`, each as one fused multiply–add.
+pub(crate) fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+    if weight.abs() < 0.5 {
+        weight.mul_add(end - start, start)
+    } else {
+        (weight - 1.0).mul_add(end - start, end)
+    }
+}
+
 /// Python's `1 / x` on a 0-d tensor: `reciprocal(x) * 1`.
 pub(crate) fn reciprocal(x: f32) -> f32 {
     1.0 / x

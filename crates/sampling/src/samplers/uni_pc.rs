@@ -66,10 +66,11 @@ fn solve(mut a: Vec<Vec<f32>>, mut b: Vec<f32>) -> Vec<f32> {
             .unwrap_or(col);
         a.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = a[col].clone();
         for row in col + 1..n {
-            let factor = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= factor * a[col][k];
+            let factor = a[row][col] / pivot_row[col];
+            for (value, &above) in a[row].iter_mut().zip(&pivot_row).skip(col) {
+                *value -= factor * above;
             }
             b[row] -= factor * b[col];
         }
@@ -219,7 +220,7 @@ impl Sampler for UniPc {
         // ComfyUI writes 0.001 into the caller's sigma tensor in place, so the inverse noise
         // scaling after sampling sees it too.
         match sigmas.last() {
-            Some(&last) if last == 0.0 => FINAL_TIMESTEP,
+            Some(0.0) => FINAL_TIMESTEP,
             Some(&last) => last,
             None => 0.0,
         }
@@ -265,8 +266,12 @@ impl Sampler for UniPc {
                 t_prev.push(t);
             } else {
                 let extra_final_step = usize::from(step_index == steps - 1);
-                for step in step_index..=step_index + extra_final_step {
-                    let t = timesteps[step];
+                for (step, &t) in timesteps
+                    .iter()
+                    .enumerate()
+                    .skip(step_index)
+                    .take(1 + extra_final_step)
+                {
                     let step_order = order.min(steps + 1 - step);
                     let use_corrector = step != steps;
                     let (next, model_x) =

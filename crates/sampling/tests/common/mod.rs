@@ -1,6 +1,6 @@
 //! Shared helpers for the fixture tests: loading the JSON/binary fixtures written by
 //! `scripts/reference/sampling_fixtures.py`, and the toy denoiser defined identically there.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 
