@@ -379,6 +379,36 @@ impl WeightStore {
         WeightStore::from_files(checkpoint.files(), component, plan, profile, device)
     }
 
+    /// A resident store of tensors already in memory (all held natively, converted to
+    /// `compute` on `device`): for random-weight benchmarks and model unit tests.
+    pub fn from_tensors(
+        component: ComponentKind,
+        compute: DType,
+        device: &Device,
+        tensors: BTreeMap<String, Tensor>,
+    ) -> Result<WeightStore, RuntimeError> {
+        let mut held = BTreeMap::new();
+        for (name, tensor) in tensors {
+            let tensor = tensor
+                .to_device(device)
+                .and_then(|t| t.to_dtype(compute))
+                .map_err(RuntimeError::candle("placing an in-memory weight"))?;
+            held.insert(name, HeldTensor::Native(tensor));
+        }
+        Ok(WeightStore {
+            component,
+            compute,
+            device: device.clone(),
+            load_mode: LoadMode::Resident,
+            tensors: held,
+        })
+    }
+
+    /// The compute device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Which component this is.
     pub fn component(&self) -> ComponentKind {
         self.component

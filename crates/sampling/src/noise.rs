@@ -29,11 +29,13 @@ pub trait NoiseFactory {
     ) -> Result<Box<dyn NoiseSource>>;
 }
 
-/// ComfyUI's noise on the CPU, bit for bit: a `torch.Generator` seeded with the sampling seed
-/// for ancestral samplers, a `torchsde.BrownianTree` with that seed as entropy for SDE samplers.
+/// ComfyUI's noise on the CPU: a `torch.Generator` seeded with the sampling seed for ancestral
+/// samplers (bit-exact), a `torchsde.BrownianTree` with that seed as entropy for SDE samplers
+/// (bit-exact increments; the final division by `√|Δσ|` can differ in the last bit because
+/// torch's float32 `sqrt` goes through MKL on x86).
 ///
-/// ComfyUI draws this noise on the model's device, so on CUDA or MPS its images differ from
-/// these; on the CPU they match.
+/// ComfyUI draws ancestral noise on the model's device, so its CUDA or MPS images differ from
+/// these; its CPU images (and its non-`_gpu` SDE samplers on any device) match.
 #[derive(Clone, Copy, Debug)]
 pub struct TorchCpuNoise {
     /// The sampling seed.

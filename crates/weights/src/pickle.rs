@@ -78,6 +78,9 @@ pub(crate) struct StorageRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TensorRef {
     pub(crate) storage: Rc<StorageRef>,
+    /// Element type: the storage's, or (`_rebuild_tensor_v3`) the explicit dtype argument;
+    /// `Err` names a torch dtype Kiln cannot hold. Offset and strides count these elements.
+    pub(crate) dtype: Result<StorageDType, &'static str>,
     pub(crate) offset: u64,
     pub(crate) shape: Vec<u64>,
     pub(crate) strides: Vec<u64>,
@@ -88,6 +91,9 @@ pub(crate) struct TensorRef {
 pub(crate) enum Global {
     RebuildTensorV2,
     RebuildTensor,
+    /// `_rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, …)`: an
+    /// untyped (byte) storage viewed as `dtype`, for dtypes without a typed storage class.
+    RebuildTensorV3,
     RebuildParameter,
     RebuildFromTypeV2,
     OrderedDict,
@@ -95,6 +101,8 @@ pub(crate) enum Global {
     CodecsEncode,
     /// A typed storage class (`torch.HalfStorage`, …) or `torch.UntypedStorage` (bytes).
     StorageType(StorageDType),
+    /// A `torch.<dtype>` object; `Err` names a dtype Kiln cannot hold.
+    DType(Result<StorageDType, &'static str>),
     /// A class or function whose result is kept as an inert [`Value::Opaque`].
     Inert(&'static str),
 }
@@ -107,6 +115,11 @@ const ALLOW_LIST: &[(&str, &str, Global)] = &[
         Global::RebuildTensorV2,
     ),
     ("torch._utils", "_rebuild_tensor", Global::RebuildTensor),
+    (
+        "torch._utils",
+        "_rebuild_tensor_v3",
+        Global::RebuildTensorV3,
+    ),
     (
         "torch._utils",
         "_rebuild_parameter",
@@ -197,22 +210,51 @@ const ALLOW_LIST: &[(&str, &str, Global)] = &[
     ),
     ("torch", "Tensor", Global::Inert("torch.Tensor")),
     ("torch", "device", Global::Inert("torch.device")),
-    ("torch", "float64", Global::Inert("torch.float64")),
-    ("torch", "float32", Global::Inert("torch.float32")),
-    ("torch", "float16", Global::Inert("torch.float16")),
-    ("torch", "bfloat16", Global::Inert("torch.bfloat16")),
+    ("torch", "float64", Global::DType(Ok(StorageDType::F64))),
+    ("torch", "float32", Global::DType(Ok(StorageDType::F32))),
+    ("torch", "float16", Global::DType(Ok(StorageDType::F16))),
+    ("torch", "bfloat16", Global::DType(Ok(StorageDType::BF16))),
     (
         "torch",
         "float8_e4m3fn",
-        Global::Inert("torch.float8_e4m3fn"),
+        Global::DType(Ok(StorageDType::F8E4M3)),
     ),
-    ("torch", "float8_e5m2", Global::Inert("torch.float8_e5m2")),
-    ("torch", "int64", Global::Inert("torch.int64")),
-    ("torch", "int32", Global::Inert("torch.int32")),
-    ("torch", "int16", Global::Inert("torch.int16")),
-    ("torch", "int8", Global::Inert("torch.int8")),
-    ("torch", "uint8", Global::Inert("torch.uint8")),
-    ("torch", "bool", Global::Inert("torch.bool")),
+    (
+        "torch",
+        "float8_e5m2",
+        Global::DType(Ok(StorageDType::F8E5M2)),
+    ),
+    ("torch", "int64", Global::DType(Ok(StorageDType::I64))),
+    ("torch", "int32", Global::DType(Ok(StorageDType::I32))),
+    ("torch", "int16", Global::DType(Ok(StorageDType::I16))),
+    ("torch", "int8", Global::DType(Ok(StorageDType::I8))),
+    ("torch", "uint8", Global::DType(Ok(StorageDType::U8))),
+    ("torch", "bool", Global::DType(Ok(StorageDType::Bool))),
+    // Harmless dtypes Kiln cannot hold: a tensor of one is an `UnknownDType` error, not a refusal.
+    ("torch", "uint16", Global::DType(Err("torch.uint16"))),
+    ("torch", "uint32", Global::DType(Err("torch.uint32"))),
+    ("torch", "uint64", Global::DType(Err("torch.uint64"))),
+    ("torch", "complex64", Global::DType(Err("torch.complex64"))),
+    (
+        "torch",
+        "complex128",
+        Global::DType(Err("torch.complex128")),
+    ),
+    (
+        "torch",
+        "float8_e4m3fnuz",
+        Global::DType(Err("torch.float8_e4m3fnuz")),
+    ),
+    (
+        "torch",
+        "float8_e5m2fnuz",
+        Global::DType(Err("torch.float8_e5m2fnuz")),
+    ),
+    (
+        "torch",
+        "float8_e8m0fnu",
+        Global::DType(Err("torch.float8_e8m0fnu")),
+    ),
     // ComfyUI's `add_safe_globals` list, for old Lightning `.ckpt` files.
     (
         "pytorch_lightning.callbacks.model_checkpoint",
@@ -811,7 +853,13 @@ impl Machine<'_> {
             return Err(self.error("REDUCE on something that is not an allow-listed global"));
         };
         match global {
-            Global::RebuildTensorV2 | Global::RebuildTensor => self.rebuild_tensor(args),
+            Global::RebuildTensorV2 | Global::RebuildTensor => self.rebuild_tensor(args, None),
+            Global::RebuildTensorV3 => match args.get(6) {
+                Some(Value::Global(Global::DType(dtype))) => {
+                    self.rebuild_tensor(args, Some(*dtype))
+                }
+                _ => Err(self.error("_rebuild_tensor_v3 without a dtype")),
+            },
             Global::RebuildParameter => match args.first() {
                 Some(tensor @ Value::Tensor(_)) => Ok(tensor.clone()),
                 _ => Err(self.error("_rebuild_parameter without a tensor")),
@@ -874,11 +922,16 @@ impl Machine<'_> {
                 _ => Err(self.error("_codecs.encode without a string")),
             },
             Global::StorageType(_) => Err(self.error("storage types cannot be constructed")),
+            Global::DType(_) => Err(self.error("torch dtypes cannot be called")),
             Global::Inert(name) => Ok(Value::Opaque(name)),
         }
     }
 
-    fn rebuild_tensor(&self, args: &[Value]) -> Result<Value, WeightsError> {
+    fn rebuild_tensor(
+        &self,
+        args: &[Value],
+        dtype: Option<Result<StorageDType, &'static str>>,
+    ) -> Result<Value, WeightsError> {
         let (Some(Value::Storage(storage)), Some(offset), Some(shape), Some(strides)) =
             (args.first(), args.get(1), args.get(2), args.get(3))
         else {
@@ -900,6 +953,7 @@ impl Machine<'_> {
         }
         Ok(Value::Tensor(Rc::new(TensorRef {
             storage: storage.clone(),
+            dtype: dtype.unwrap_or(Ok(storage.dtype)),
             offset,
             shape,
             strides,

@@ -376,8 +376,15 @@ fn locate(
     tensor: &TensorRef,
     at: StorageBytes,
 ) -> Result<(TensorInfo, Location), WeightsError> {
-    let dtype = tensor.storage.dtype;
+    let dtype = tensor
+        .dtype
+        .map_err(|torch_dtype| WeightsError::UnknownDType {
+            file: file.to_path_buf(),
+            tensor: name.to_string(),
+            dtype: torch_dtype.to_string(),
+        })?;
     let element_size = dtype.element_size().unwrap_or(1);
+    let storage_element_size = tensor.storage.dtype.element_size().unwrap_or(1);
     let storage_len = at.range.len() as u64;
     let overflow = || WeightsError::ShapeOverflow {
         file: file.to_path_buf(),
@@ -387,7 +394,7 @@ fn locate(
     let declared = tensor
         .storage
         .numel
-        .checked_mul(element_size as u64)
+        .checked_mul(storage_element_size as u64)
         .ok_or_else(overflow)?;
     if tensor.storage.view.is_none() && declared != storage_len {
         return Err(WeightsError::ByteLengthMismatch {
@@ -505,6 +512,7 @@ mod tests {
         });
         let tensor = TensorRef {
             storage,
+            dtype: Ok(crate::StorageDType::F32),
             offset: 1,
             shape: vec![2, 2],
             strides: vec![2, 1],

@@ -175,3 +175,45 @@ fn legacy_format_reads_back() {
         Err(WeightsError::Truncated { .. })
     ));
 }
+
+#[test]
+fn rebuild_tensor_v3_views_untyped_storage_as_its_dtype() {
+    let bf16: Vec<u8> = [1.0f32, -3.0, 0.5]
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect();
+    let v3 = |p: &mut Pickle, dtype: &str| {
+        p.global("torch._utils", "_rebuild_tensor_v3").op(b"(");
+        p.op(b"(")
+            .str("storage")
+            .global("torch", "UntypedStorage")
+            .str("0")
+            .str("cpu")
+            .int(6)
+            .op(b"tQ");
+        p.int(1).int_tuple(&[2]).int_tuple(&[1]).op(b"\x89");
+        p.empty_ordered_dict().global("torch", dtype).op(b"tR");
+    };
+    let mut p = Pickle::new();
+    p.op(b"}(").str("w");
+    v3(&mut p, "bfloat16");
+    p.op(b"u");
+    let bytes = zip_archive(
+        &p.finish(),
+        &[("0", bf16.clone())],
+        CompressionMethod::Stored,
+    );
+    let file = open("v3.pt", bytes).unwrap();
+    assert_eq!(file.get("w").unwrap().dtype, StorageDType::BF16);
+    assert_eq!(file.to_f32_vec("w").unwrap(), [-3.0, 0.5]);
+
+    let mut p = Pickle::new();
+    p.op(b"}(").str("u");
+    v3(&mut p, "uint16");
+    p.op(b"u");
+    let bytes = zip_archive(&p.finish(), &[("0", bf16)], CompressionMethod::Stored);
+    assert!(matches!(
+        open("v3.pt", bytes),
+        Err(WeightsError::UnknownDType { tensor, dtype, .. }) if tensor == "u" && dtype == "torch.uint16"
+    ));
+}

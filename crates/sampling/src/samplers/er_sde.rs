@@ -44,7 +44,12 @@ impl Sampler for ErSde {
         "er_sde"
     }
 
-    fn sample(&self, ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f32]) -> Result<Tensor> {
+    fn sample(
+        &self,
+        ctx: &mut SamplerContext<'_>,
+        mut x: Tensor,
+        sigmas: &[f32],
+    ) -> Result<Tensor> {
         let mut noise = ctx.step_noise(&x)?;
         let model = ctx.model_sampling;
         let sigmas = offset_first_sigma_for_snr(sigmas, model);
@@ -69,7 +74,10 @@ impl Sampler for ErSde {
                 let r_alpha = alpha_t / alpha_s;
                 let scaled_t = noise_scaler(lambda_t);
                 let r = scaled_t / noise_scaler(lambda_s);
-                x = add(&scale(&x, r_alpha * r)?, &scale(&denoised, alpha_t * (1.0 - r))?)?;
+                x = add(
+                    &scale(&x, r_alpha * r)?,
+                    &scale(&denoised, alpha_t * (1.0 - r))?,
+                )?;
                 if let (true, Some(old)) = (stage >= 2, &old_denoised) {
                     let dt = lambda_t - lambda_s;
                     let step = -dt / f32::from(INTEGRATION_POINTS);
@@ -85,9 +93,14 @@ impl Sampler for ErSde {
                     x = add(&x, &scale(&denoised_d, alpha_t * (dt + s * scaled_t))?)?;
                     if let (true, Some(old_d)) = (stage >= 3, &old_denoised_d) {
                         let s_u = s_u as f32 * step;
-                        let denoised_u =
-                            div_scalar(&sub(&denoised_d, old_d)?, (lambda_s - lambdas[i - 2]) / 2.0)?;
-                        x = add(&x, &scale(&denoised_u, alpha_t * ((dt * dt) / 2.0 + s_u * scaled_t))?)?;
+                        let denoised_u = div_scalar(
+                            &sub(&denoised_d, old_d)?,
+                            (lambda_s - lambdas[i - 2]) / 2.0,
+                        )?;
+                        x = add(
+                            &x,
+                            &scale(&denoised_u, alpha_t * ((dt * dt) / 2.0 + s_u * scaled_t))?,
+                        )?;
                     }
                     old_denoised_d = Some(denoised_d);
                 }
@@ -95,7 +108,10 @@ impl Sampler for ErSde {
                     let amount = (lambda_t * lambda_t - lambda_s * lambda_s * (r * r)).sqrt();
                     let amount = if amount.is_nan() { 0.0 } else { amount };
                     let n = noise.noise(sigma, sigma_next)?;
-                    x = add(&x, &scale(&scale(&scale(&n, alpha_t)?, self.s_noise)?, amount)?)?;
+                    x = add(
+                        &x,
+                        &scale(&scale(&scale(&n, alpha_t)?, self.s_noise)?, amount)?,
+                    )?;
                 }
             }
             old_denoised = Some(denoised);

@@ -15,11 +15,13 @@ mod ddpm;
 mod deis;
 mod dpm_2;
 mod dpm_2_ancestral;
+mod dpm_fast;
 mod dpmpp_2m;
 mod dpmpp_2m_sde;
 mod dpmpp_2s_ancestral;
 mod dpmpp_3m_sde;
 mod dpmpp_sde;
+mod er_sde;
 mod euler;
 mod euler_ancestral;
 mod gradient_estimation;
@@ -30,6 +32,7 @@ mod ipndm_v;
 mod lcm;
 mod lms;
 mod res_multistep;
+mod seeds;
 mod uni_pc;
 
 use candle_core::Tensor;
@@ -39,11 +42,13 @@ pub use ddpm::Ddpm;
 pub use deis::Deis;
 pub use dpm_2::Dpm2;
 pub use dpm_2_ancestral::Dpm2Ancestral;
+pub use dpm_fast::DpmFast;
 pub use dpmpp_2m::Dpmpp2m;
 pub use dpmpp_2m_sde::{Dpmpp2mSde, SolverType};
 pub use dpmpp_2s_ancestral::Dpmpp2sAncestral;
 pub use dpmpp_3m_sde::Dpmpp3mSde;
 pub use dpmpp_sde::DpmppSde;
+pub use er_sde::ErSde;
 pub use euler::{Ddim, Euler};
 pub use euler_ancestral::EulerAncestral;
 pub use gradient_estimation::GradientEstimation;
@@ -54,6 +59,7 @@ pub use ipndm_v::IpndmV;
 pub use lcm::Lcm;
 pub use lms::Lms;
 pub use res_multistep::ResMultistep;
+pub use seeds::{Seeds2, Seeds3};
 pub use uni_pc::{UniPc, UniPcVariant};
 
 use crate::error::{Result, SamplingError};
@@ -88,6 +94,7 @@ pub static SAMPLERS: &[&dyn Sampler] = &[
     &Dpm2,
     &Dpm2Ancestral::DEFAULT,
     &Lms::DEFAULT,
+    &DpmFast,
     &Dpmpp2sAncestral::DEFAULT,
     &DpmppSde::DEFAULT,
     &DpmppSde::GPU,
@@ -106,6 +113,9 @@ pub static SAMPLERS: &[&dyn Sampler] = &[
     &ResMultistep::DETERMINISTIC,
     &ResMultistep::ANCESTRAL,
     &GradientEstimation::DEFAULT,
+    &ErSde::DEFAULT,
+    &Seeds2::DEFAULT,
+    &Seeds3::DEFAULT,
     &Ddim,
     &UniPc::BH1,
     &UniPc::BH2,

@@ -80,7 +80,12 @@ impl Sampler for Seeds2 {
         "seeds_2"
     }
 
-    fn sample(&self, ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f32]) -> Result<Tensor> {
+    fn sample(
+        &self,
+        ctx: &mut SamplerContext<'_>,
+        mut x: Tensor,
+        sigmas: &[f32],
+    ) -> Result<Tensor> {
         let mut noise = ctx.step_noise(&x)?;
         let model = ctx.model_sampling;
         let sigmas = offset_first_sigma_for_snr(sigmas, model);
@@ -111,7 +116,7 @@ impl Sampler for Seeds2 {
             )?;
             let mut sde_noise = None;
             if inject {
-                let amount = (-(-2.0 * r * h * eta).exp_m1()).sqrt();
+                let amount = (-((-2.0 * self.r) as f32 * h * eta).exp_m1()).sqrt();
                 let n = scale(&noise.noise(sigma, sigma_s_1)?, amount)?;
                 x_2 = add_noise(&x_2, &n, sigma_s_1, self.s_noise)?;
                 sde_noise = Some(n);
@@ -124,9 +129,12 @@ impl Sampler for Seeds2 {
                 &scale(&denoised_d, alpha_t * phi_1(-h_eta))?,
             )?;
             if let Some(n) = sde_noise {
-                let segment = (r - 1.0) * h * eta;
+                let segment = (self.r - 1.0) as f32 * h * eta;
                 let carried = scale(&n, segment.exp())?;
-                let fresh = scale(&noise.noise(sigma_s_1, sigma_next)?, (-(segment * 2.0).exp_m1()).sqrt())?;
+                let fresh = scale(
+                    &noise.noise(sigma_s_1, sigma_next)?,
+                    (-(segment * 2.0).exp_m1()).sqrt(),
+                )?;
                 x = add_noise(&x, &add(&carried, &fresh)?, sigma_next, self.s_noise)?;
             }
         }
@@ -139,7 +147,12 @@ impl Sampler for Seeds3 {
         "seeds_3"
     }
 
-    fn sample(&self, ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f32]) -> Result<Tensor> {
+    fn sample(
+        &self,
+        ctx: &mut SamplerContext<'_>,
+        mut x: Tensor,
+        sigmas: &[f32],
+    ) -> Result<Tensor> {
         let mut noise = ctx.step_noise(&x)?;
         let model = ctx.model_sampling;
         let sigmas = offset_first_sigma_for_snr(sigmas, model);
@@ -190,7 +203,10 @@ impl Sampler for Seeds3 {
             if let Some(n) = sde_noise.take() {
                 let segment = (self.r_1 - self.r_2) as f32 * h * eta;
                 let carried = scale(&n, segment.exp())?;
-                let fresh = scale(&noise.noise(sigma_s_1, sigma_s_2)?, (-(segment * 2.0).exp_m1()).sqrt())?;
+                let fresh = scale(
+                    &noise.noise(sigma_s_1, sigma_s_2)?,
+                    (-(segment * 2.0).exp_m1()).sqrt(),
+                )?;
                 let n = add(&carried, &fresh)?;
                 x_3 = add_noise(&x_3, &n, sigma_s_2, self.s_noise)?;
                 sde_noise = Some(n);
@@ -205,9 +221,12 @@ impl Sampler for Seeds3 {
                 &scale(&lincomb(b1, &denoised, b3, &denoised_3)?, alpha_t)?,
             )?;
             if let Some(n) = sde_noise {
-                let segment = (r_2 - 1.0) * h * eta;
+                let segment = (self.r_2 - 1.0) as f32 * h * eta;
                 let carried = scale(&n, segment.exp())?;
-                let fresh = scale(&noise.noise(sigma_s_2, sigma_next)?, (-(segment * 2.0).exp_m1()).sqrt())?;
+                let fresh = scale(
+                    &noise.noise(sigma_s_2, sigma_next)?,
+                    (-(segment * 2.0).exp_m1()).sqrt(),
+                )?;
                 x = add_noise(&x, &add(&carried, &fresh)?, sigma_next, self.s_noise)?;
             }
         }

@@ -1,0 +1,251 @@
+//! The layers every model is built from. Each holds only the *names* of its weights and fetches
+//! them from [`Weights`] when it runs, so one `Linear` serves f32, f16, bf16, fp8 (widened through
+//! a lookup table), scaled fp8, GGUF (multiplied blockwise) and streamed weights alike — no model
+//! copy per storage format.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Module, Tensor, D};
+
+use crate::error::{ModelError, Result};
+use crate::weights::Weights;
+
+/// `y = x Wᵀ + b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weights: Weights,
+    has_bias: bool,
+    quantized: Option<QMatMul>,
+}
+
+impl Linear {
+    /// The linear layer whose `weight` (and `bias`, when present) live under `weights`.
+    pub fn new(weights: Weights) -> Result<Self> {
+        let shape = weights.shape("weight")?;
+        if shape.rank() != 2 {
+            return Err(ModelError::WeightShape {
+                name: weights.path("weight"),
+                actual: shape.dims().to_vec(),
+                expected: "a 2-D [out, in] matrix".to_string(),
+            });
+        }
+        let quantized = match weights.quantized("weight") {
+            Some(q) => Some(QMatMul::from_arc(q)?),
+            None => None,
+        };
+        let has_bias = weights.contains("bias");
+        Ok(Linear {
+            weights,
+            has_bias,
+            quantized,
+        })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> Result<usize> {
+        Ok(self.weights.shape("weight")?.dims()[0])
+    }
+
+    /// Applies the layer to `x` of shape `[…, in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.quantized {
+            Some(q) => {
+                // candle's quantised matmul computes in f32; keep the caller's dtype around it.
+                let dtype = x.dtype();
+                q.forward(&x.to_dtype(candle_core::DType::F32)?)?
+                    .to_dtype(dtype)?
+            }
+            None => {
+                let w = self.weights.get("weight")?;
+                match x.dims() {
+                    [b1, b2, m, _] => {
+                        let w = w.broadcast_left((*b1, *b2))?.t()?;
+                        x.matmul(&w)?.reshape((*b1, *b2, *m, ()))?
+                    }
+                    [b, m, _] => {
+                        let w = w.broadcast_left(*b)?.t()?;
+                        x.matmul(&w)?.reshape((*b, *m, ()))?
+                    }
+                    _ => x.matmul(&w.t()?)?,
+                }
+            }
+        };
+        if self.has_bias {
+            Ok(y.broadcast_add(&self.weights.get("bias")?)?)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// 2-D convolution with square kernels.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weights: Weights,
+    has_bias: bool,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv2d {
+    /// The convolution whose `weight` `[out, in, k, k]` (and `bias`) live under `weights`.
+    pub fn new(weights: Weights, padding: usize, stride: usize) -> Result<Self> {
+        let shape = weights.shape("weight")?;
+        if shape.rank() != 4 {
+            return Err(ModelError::WeightShape {
+                name: weights.path("weight"),
+                actual: shape.dims().to_vec(),
+                expected: "a 4-D [out, in, kh, kw] kernel".to_string(),
+            });
+        }
+        let has_bias = weights.contains("bias");
+        Ok(Conv2d {
+            weights,
+            has_bias,
+            padding,
+            stride,
+        })
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> Result<usize> {
+        Ok(self.weights.shape("weight")?.dims()[0])
+    }
+
+    /// Applies the convolution to `x` `[B, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.weights.get("weight")?;
+        let y = x.conv2d(&w, self.padding, self.stride, 1, 1)?;
+        if self.has_bias {
+            let b = self.weights.get("bias")?;
+            let channels = b.dim(0)?;
+            Ok(y.broadcast_add(&b.reshape((1, channels, 1, 1))?)?)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// Group normalisation over `[B, C, …]`, statistics in f32 (as PyTorch does for half inputs).
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weights: Weights,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// The norm whose `weight`/`bias` live under `weights`.
+    pub fn new(weights: Weights, groups: usize, eps: f64) -> Result<Self> {
+        let channels = weights.shape("weight")?.dims().first().copied().unwrap_or(0);
+        if groups == 0 || channels % groups != 0 {
+            return Err(ModelError::WeightShape {
+                name: weights.path("weight"),
+                actual: vec![channels],
+                expected: format!("a channel count divisible by {groups} groups"),
+            });
+        }
+        Ok(GroupNorm {
+            weights,
+            groups,
+            eps,
+        })
+    }
+
+    /// Normalises `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let dims = x.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let x32 = x.to_dtype(candle_core::DType::F32)?;
+        let grouped = x32.reshape((b, self.groups, ()))?;
+        let mean = grouped.mean_keepdim(D::Minus1)?;
+        let centered = grouped.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let mut affine_shape = vec![1, c];
+        affine_shape.extend(std::iter::repeat_n(1, dims.len() - 2));
+        let w = self
+            .weights
+            .get("weight")?
+            .to_dtype(candle_core::DType::F32)?
+            .reshape(affine_shape.clone())?;
+        let bias = self
+            .weights
+            .get("bias")?
+            .to_dtype(candle_core::DType::F32)?
+            .reshape(affine_shape)?;
+        Ok(normed
+            .reshape(dims)?
+            .broadcast_mul(&w)?
+            .broadcast_add(&bias)?
+            .to_dtype(dtype)?)
+    }
+}
+
+/// Layer normalisation over the last dimension, statistics in f32.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weights: Weights,
+    has_affine: bool,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// The norm whose `weight`/`bias` live under `weights`.
+    pub fn new(weights: Weights, eps: f64) -> Result<Self> {
+        let has_affine = weights.contains("weight");
+        Ok(LayerNorm {
+            weights,
+            has_affine,
+            eps,
+        })
+    }
+
+    /// Normalises `x` over its last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x32 = x.to_dtype(candle_core::DType::F32)?;
+        let mean = x32.mean_keepdim(D::Minus1)?;
+        let centered = x32.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let mut y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        if self.has_affine {
+            let w = self.weights.get("weight")?.to_dtype(candle_core::DType::F32)?;
+            y = y.broadcast_mul(&w)?;
+            if self.weights.contains("bias") {
+                let b = self.weights.get("bias")?.to_dtype(candle_core::DType::F32)?;
+                y = y.broadcast_add(&b)?;
+            }
+        }
+        Ok(y.to_dtype(dtype)?)
+    }
+}
+
+/// A lookup table of row vectors.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    weights: Weights,
+}
+
+impl Embedding {
+    /// The embedding whose `weight` `[rows, dim]` lives under `weights`.
+    pub fn new(weights: Weights) -> Result<Self> {
+        Ok(Embedding { weights })
+    }
+
+    /// Rows for the ids `[B, T]` (u32) → `[B, T, dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let table = self.weights.get("weight")?;
+        let dims = ids.dims().to_vec();
+        let flat = ids.flatten_all()?;
+        let rows = table.index_select(&flat, 0)?;
+        let mut shape = dims;
+        shape.push(table.dim(1)?);
+        Ok(rows.reshape(shape)?)
+    }
+
+    /// The whole table (for textual-inversion splicing and weight tying).
+    pub fn table(&self) -> Result<Tensor> {
+        self.weights.get("weight")
+    }
+}

@@ -1,0 +1,126 @@
+//! `Weights`: a model's view of one planner-loaded component — tensors by internal name under a
+//! prefix (as candle's `VarBuilder`), widened to the compute dtype on the compute device when a
+//! layer asks for them, so fp8, scaled fp8, GGUF and streamed weights look alike to every model.
+
+use std::fmt;
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Shape, Tensor};
+use kiln_runtime::{HeldTensor, WeightStore};
+
+use crate::error::{ModelError, Result};
+
+/// A prefix into a shared [`WeightStore`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Weights {
+    store: Arc<WeightStore>,
+    prefix: String,
+}
+
+impl fmt::Debug for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Weights")
+            .field("component", &self.store.component())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl Weights {
+    /// The root of a loaded component.
+    pub fn new(store: Arc<WeightStore>) -> Self {
+        Weights {
+            store,
+            prefix: String::new(),
+        }
+    }
+
+    /// The same weights one level down: `w.pp("input_blocks").pp(1)`.
+    pub fn pp(&self, part: impl fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            part.to_string()
+        } else {
+            format!("{}.{}", self.prefix, part)
+        };
+        Weights {
+            store: self.store.clone(),
+            prefix,
+        }
+    }
+
+    /// The full internal name of `leaf` under this prefix.
+    pub fn path(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{}", self.prefix, leaf)
+        }
+    }
+
+    /// Whether the component has `leaf` under this prefix.
+    pub fn contains(&self, leaf: &str) -> bool {
+        self.store.held(&self.path(leaf)).is_ok()
+    }
+
+    /// The tensor `leaf`, in the compute dtype on the compute device.
+    pub fn get(&self, leaf: &str) -> Result<Tensor> {
+        Ok(self.store.get(&self.path(leaf))?)
+    }
+
+    /// The tensor `leaf`, checked to have `shape`.
+    pub fn get_shaped(&self, leaf: &str, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        let tensor = self.get(leaf)?;
+        if tensor.shape() != &shape {
+            return Err(ModelError::WeightShape {
+                name: self.path(leaf),
+                actual: tensor.dims().to_vec(),
+                expected: format!("{:?}", shape.dims()),
+            });
+        }
+        Ok(tensor)
+    }
+
+    /// The stored shape of `leaf` without widening it.
+    pub fn shape(&self, leaf: &str) -> Result<Shape> {
+        Ok(self.held(leaf)?.shape().clone())
+    }
+
+    /// The tensor as held (for layers that multiply GGUF blocks directly).
+    pub fn held(&self, leaf: &str) -> Result<&HeldTensor> {
+        Ok(self.store.held(&self.path(leaf))?)
+    }
+
+    /// The GGUF blocks of `leaf`, when it is held quantised.
+    pub fn quantized(&self, leaf: &str) -> Option<Arc<QTensor>> {
+        self.held(leaf)
+            .ok()
+            .and_then(|held| held.as_quantized().cloned())
+    }
+
+    /// The dtype activations are computed in.
+    pub fn dtype(&self) -> DType {
+        self.store.compute_dtype()
+    }
+
+    /// The compute device.
+    pub fn device(&self) -> &Device {
+        self.store.device()
+    }
+
+    /// The number of numbered children under `part` (`count("input_blocks")` → 12), found by
+    /// probing `part.N.*` names.
+    pub fn count_children(&self, part: &str) -> usize {
+        let prefix = format!("{}.", self.path(part));
+        let mut max: Option<usize> = None;
+        for name in self.store.names() {
+            if let Some(rest) = name.strip_prefix(&prefix) {
+                if let Some(index) = rest.split('.').next().and_then(|n| n.parse::<usize>().ok()) {
+                    max = Some(max.map_or(index, |m| m.max(index)));
+                }
+            }
+        }
+        max.map_or(0, |m| m + 1)
+    }
+}
