@@ -118,6 +118,37 @@ pub enum GraphError {
         /// What is wrong.
         reason: String,
     },
+    /// A node failed while executing (reported as `execution_error`).
+    #[error("node {node_id} ({class_type}) failed: {source}")]
+    NodeFailed {
+        /// The node's prompt id.
+        node_id: String,
+        /// Its class type.
+        class_type: String,
+        /// What the node reported.
+        #[source]
+        source: NodeError,
+    },
+    /// The prompt was interrupted while `node_id` was about to run or running.
+    #[error("execution interrupted at node {node_id}")]
+    Interrupted {
+        /// The node's prompt id.
+        node_id: String,
+    },
+    /// The nodes left to run wait on each other.
+    #[error("dependency cycle detected among nodes {}", nodes.join(", "))]
+    DependencyCycle {
+        /// Nodes in (or blocked behind) the cycle; the first is the one blamed.
+        nodes: Vec<String>,
+    },
+    /// A node to execute is not in the prompt, or its class is not registered.
+    #[error("node {node_id} cannot run: {reason}")]
+    NodeNotFound {
+        /// The node id.
+        node_id: String,
+        /// What is missing.
+        reason: String,
+    },
     /// A PNG file could not be read for its workflow text chunks.
     #[error("cannot read PNG metadata: {reason}")]
     Png {

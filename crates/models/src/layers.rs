@@ -4,7 +4,8 @@
 //! copy per storage format.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor, D};
+use candle_core::{Module, Shape, Tensor, D};
+use kiln_runtime::HeldTensor;
 
 use crate::error::{ModelError, Result};
 use crate::weights::Weights;
@@ -136,7 +137,12 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// The norm whose `weight`/`bias` live under `weights`.
     pub fn new(weights: Weights, groups: usize, eps: f64) -> Result<Self> {
-        let channels = weights.shape("weight")?.dims().first().copied().unwrap_or(0);
+        let channels = weights
+            .shape("weight")?
+            .dims()
+            .first()
+            .copied()
+            .unwrap_or(0);
         if groups == 0 || channels % groups != 0 {
             return Err(ModelError::WeightShape {
                 name: weights.path("weight"),
@@ -210,10 +216,16 @@ impl LayerNorm {
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
         let mut y = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         if self.has_affine {
-            let w = self.weights.get("weight")?.to_dtype(candle_core::DType::F32)?;
+            let w = self
+                .weights
+                .get("weight")?
+                .to_dtype(candle_core::DType::F32)?;
             y = y.broadcast_mul(&w)?;
             if self.weights.contains("bias") {
-                let b = self.weights.get("bias")?.to_dtype(candle_core::DType::F32)?;
+                let b = self
+                    .weights
+                    .get("bias")?
+                    .to_dtype(candle_core::DType::F32)?;
                 y = y.broadcast_add(&b)?;
             }
         }
@@ -235,13 +247,70 @@ impl Embedding {
 
     /// Rows for the ids `[B, T]` (u32) → `[B, T, dim]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let table = self.weights.get("weight")?;
-        let dims = ids.dims().to_vec();
-        let flat = ids.flatten_all()?;
-        let rows = table.index_select(&flat, 0)?;
-        let mut shape = dims;
-        shape.push(table.dim(1)?);
+        let mut shape = ids.dims().to_vec();
+        let rows = self.rows(&ids.flatten_all()?)?;
+        shape.push(rows.dim(1)?);
         Ok(rows.reshape(shape)?)
+    }
+
+    /// Rows for flat ids `[N]` → `[N, dim]`, in the compute dtype on the compute device. Rows are
+    /// selected before widening where the held form allows it, so a lookup never widens the whole
+    /// vocabulary (49408 rows for CLIP) of an f16 or fp8 table.
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let held = self.weights.held("weight")?;
+        let device = self.weights.device();
+        let compute = self.weights.dtype();
+        match held {
+            HeldTensor::Native(table) => {
+                let ids = ids.to_device(table.device())?;
+                Ok(table
+                    .index_select(&ids, 0)?
+                    .to_device(device)?
+                    .to_dtype(compute)?)
+            }
+            HeldTensor::Fp8Bytes {
+                bytes,
+                format,
+                shape,
+                scale,
+            } if shape.rank() == 2 => {
+                let dim = shape.dims()[1];
+                let ids = ids.to_device(bytes.device())?;
+                let selected = bytes.reshape(shape.clone())?.index_select(&ids, 0)?;
+                let count = selected.dim(0)?;
+                let rows = HeldTensor::Fp8Bytes {
+                    bytes: selected.flatten_all()?,
+                    format: *format,
+                    shape: Shape::from_dims(&[count, dim]),
+                    scale: *scale,
+                };
+                Ok(rows.widen(compute)?.to_device(device)?)
+            }
+            _ => {
+                let table = self.weights.get("weight")?;
+                Ok(table.index_select(&ids.to_device(device)?, 0)?)
+            }
+        }
+    }
+
+    /// Width of each row.
+    pub fn dim(&self) -> Result<usize> {
+        let shape = self.weights.shape("weight")?;
+        shape.dims().get(1).copied().ok_or_else(|| ModelError::WeightShape {
+            name: self.weights.path("weight"),
+            actual: shape.dims().to_vec(),
+            expected: "a 2-D [rows, dim] table".to_string(),
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.weights.shape("weight")?.dims().first().copied().unwrap_or(0))
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
     }
 
     /// The whole table (for textual-inversion splicing and weight tying).

@@ -8,10 +8,29 @@
 //! VAE, transformers for CLIP), so `new()` documents the key layout.
 #![deny(missing_docs)]
 
+mod attention;
+mod clip_tokenizer;
 mod error;
 mod layers;
+mod prompt_weights;
+mod textual_inversion;
+mod unet;
 mod weights;
 
+pub use attention::{
+    attention, attention_heads, Attention, AttentionKernel, AttentionTrace, MemoryBudget, SplitRule,
+};
+pub use clip_tokenizer::{
+    clip_token_ids, ClipToken, ClipTokenizer, TokenChunk, TokenizedPrompt, TokenizerConfig,
+    WeightedToken, CLIP_MAX_LENGTH, END_TOKEN, START_TOKEN,
+};
 pub use error::{ModelError, Result};
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear};
+pub use prompt_weights::{parse_prompt_weights, MAX_PROMPT_NESTING};
+pub use textual_inversion::{read_embedding, EmbeddingFolder, EmbeddingSource, TextualInversion};
+pub use unet::{
+    sdxl_adm, sdxl_refiner_adm, timestep_embedding, AttentionHeads, CfgDenoiser, CondBatching,
+    DiffusionModel, GuidedCond, LatentArea, MiddleBlock, PromptKind, RefinerSize, SdxlSize,
+    TransformerProjection, Unet, UnetConfig, SDXL_SIZE_EMBEDDING_WIDTH,
+};
 pub use weights::Weights;

@@ -1,0 +1,106 @@
+//! [`Model`], [`Clip`] and [`Vae`]: loaded checkpoint parts as nodes pass them around — the
+//! planner-loaded weight stores plus what the checkpoint said about them (family, sampling,
+//! latent format). Networks are built over the stores when a node runs; building is cheap
+//! because layers hold weight names, not copies.
+//!
+//! Like ComfyUI's `ModelPatcher` clones, nodes never mutate these: `LoraLoader` and
+//! `CLIPSetLastLayer` return new values that share the unpatched stores.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_detect::{Architecture, ComponentKind};
+use kiln_graph::Value;
+use kiln_runtime::{ComponentPlan, WeightStore};
+use kiln_sampling::{LatentFormat, ModelSampling};
+
+/// A diffusion model (`MODEL`).
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The checkpoint it came from.
+    pub source: PathBuf,
+    /// The model family.
+    pub architecture: Architecture,
+    /// Its noise schedule and prediction type.
+    pub sampling: ModelSampling,
+    /// How its latents are scaled for sampling.
+    pub latent_format: LatentFormat,
+    /// The diffusion model's weights (LoRA-merged when [`Self::loras`] is not empty).
+    pub weights: Arc<WeightStore>,
+    /// How the weights were planned (device, dtypes, attention).
+    pub plan: ComponentPlan,
+    /// LoRAs merged into [`Self::weights`], as `(file, strength)`, in application order.
+    pub loras: Vec<(PathBuf, f64)>,
+}
+
+impl Model {
+    /// ComfyUI's type name.
+    pub const TYPE: &'static str = "MODEL";
+
+    /// Wraps the model as a node value.
+    pub fn into_value(self) -> Value {
+        Value::object(Self::TYPE, self)
+    }
+}
+
+/// One text encoder of a [`Clip`].
+#[derive(Clone, Debug)]
+pub struct TextEncoderWeights {
+    /// Which encoder (`clip_l`, `clip_g`, `openclip_h`).
+    pub kind: ComponentKind,
+    /// Its weights in transformers naming.
+    pub weights: Arc<WeightStore>,
+    /// How they were planned.
+    pub plan: ComponentPlan,
+}
+
+/// The text encoders of a checkpoint plus the tokenizer settings (`CLIP`).
+#[derive(Clone, Debug)]
+pub struct Clip {
+    /// The checkpoint it came from.
+    pub source: PathBuf,
+    /// The family the encoders belong to (decides how their outputs combine).
+    pub architecture: Architecture,
+    /// The encoders, in ComfyUI's order (`clip_l` before `clip_g`).
+    pub encoders: Vec<TextEncoderWeights>,
+    /// `CLIPSetLastLayer`'s `stop_at_clip_layer` (`-1` = last layer), if set.
+    pub stop_at_layer: Option<i64>,
+    /// LoRAs merged into the encoders, as `(file, strength)`.
+    pub loras: Vec<(PathBuf, f64)>,
+}
+
+impl Clip {
+    /// ComfyUI's type name.
+    pub const TYPE: &'static str = "CLIP";
+
+    /// Wraps the encoders as a node value.
+    pub fn into_value(self) -> Value {
+        Value::object(Self::TYPE, self)
+    }
+}
+
+/// An AutoencoderKL (`VAE`).
+#[derive(Clone, Debug)]
+pub struct Vae {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Its weights in LDM naming.
+    pub weights: Arc<WeightStore>,
+    /// How they were planned.
+    pub plan: ComponentPlan,
+    /// Latent channels (4 or 16).
+    pub latent_channels: usize,
+}
+
+impl Vae {
+    /// ComfyUI's type name.
+    pub const TYPE: &'static str = "VAE";
+
+    /// Pixels per latent cell in each direction.
+    pub const DOWNSCALE_RATIO: usize = 8;
+
+    /// Wraps the VAE as a node value.
+    pub fn into_value(self) -> Value {
+        Value::object(Self::TYPE, self)
+    }
+}
