@@ -442,82 +442,67 @@ def unet_forward(model, x, sigma, context, y=None):
 UNET_SIGMAS = [14.614641189575195, 1.0]
 
 
-def write_unet_fixture(family, out_dir, provenance, writer=None, prefix="", context=None):
+def write_unet_fixture(family, out_dir, provenance):
     import comfy.model_management
     import torch
 
     comfy.model_management.load_models_gpu([family.patcher], force_full_load=True)
     model = family.model
-    own_writer = writer is None
-    if own_writer:
-        writer = Writer(out_dir, "unet_{}".format(family.key))
-        writer.meta["model"] = family.describe()
-        writer.meta["description"] = (
-            "x = randn([1,4,8,8], seed 7) is the noisy latent in model space (after "
-            "process_in); context = CLIPTextEncode('{}') cond; for each sigma i: "
-            "sigma.i, timestep.i = model_sampling.timestep(sigma), x_in.i = "
-            "calculate_input(sigma, x) (x / sqrt(sigma^2+1)), model_output.i = raw "
-            "diffusion_model(x_in, timestep, context, y) (eps or v), denoised.i = "
-            "BaseModel.apply_model(x, sigma, c_crossattn=context, y=y).".format(POSITIVE))
+    writer = Writer(out_dir, "unet_{}".format(family.key))
+    writer.meta["model"] = family.describe()
+    writer.meta["description"] = (
+        "x = randn([1,4,8,8], seed 7) is the noisy latent in model space (after "
+        "process_in); context = CLIPTextEncode('{}') cond; for each sigma i: "
+        "sigma.i, timestep.i = model_sampling.timestep(sigma), x_in.i = "
+        "calculate_input(sigma, x) (x / sqrt(sigma^2+1)), model_output.i = raw "
+        "diffusion_model(x_in, timestep, context, y) (eps or v), denoised.i = "
+        "BaseModel.apply_model(x, sigma, c_crossattn=context, y=y).".format(POSITIVE))
     x = seeded_randn(LATENT_SHAPE, 7)
-    if context is None:
-        _, context, pooled = encode(family.clip, POSITIVE)
-    else:
-        pooled = None
+    _, context, pooled = encode(family.clip, POSITIVE)
     y = None
     if family.key == "sdxl":
-        if pooled is None:
-            _, _, pooled = encode(family.clip, POSITIVE)
-        y = family.model.encode_adm(pooled_output=pooled, width=64, height=64, crop_w=0,
-                                    crop_h=0, target_width=64, target_height=64)
-        if own_writer:
-            writer.put("adm.sampler_default", y)
-            writer.put("adm.explicit", family.model.encode_adm(
-                pooled_output=pooled, width=1024, height=768, crop_w=16, crop_h=8,
-                target_width=512, target_height=640))
-            writer.meta["adm"] = {
-                "sampler_default": "SDXL.encode_adm(width=64, height=64, crop_w=0, crop_h=0, "
-                                   "target 64x64) = what KSampler builds for a 64x64 latent "
-                                   "from CLIPTextEncode conditioning",
-                "explicit": "SDXL.encode_adm(width=1024, height=768, crop_w=16, crop_h=8, "
-                            "target_width=512, target_height=640) (CLIPTextEncodeSDXL fields)",
-                "layout": "[pooled clip_g (64)] ++ Timestep(256) embeddings of height, width, "
-                          "crop_h, crop_w, target_height, target_width",
-            }
+        y = model.encode_adm(pooled_output=pooled, width=64, height=64, crop_w=0, crop_h=0,
+                             target_width=64, target_height=64)
+        writer.put("adm.sampler_default", y)
+        writer.put("adm.explicit", model.encode_adm(
+            pooled_output=pooled, width=1024, height=768, crop_w=16, crop_h=8,
+            target_width=512, target_height=640))
+        writer.meta["adm"] = {
+            "sampler_default": "SDXL.encode_adm(width=64, height=64, crop_w=0, crop_h=0, "
+                               "target 64x64) = what KSampler builds for a 64x64 latent "
+                               "from CLIPTextEncode conditioning",
+            "explicit": "SDXL.encode_adm(width=1024, height=768, crop_w=16, crop_h=8, "
+                        "target_width=512, target_height=640) (CLIPTextEncodeSDXL fields)",
+            "layout": "[pooled clip_g (64)] ++ Timestep(256) embeddings of height, width, "
+                      "crop_h, crop_w, target_height, target_width",
+        }
     elif family.key == "sdxl_refiner":
-        if pooled is None:
-            _, _, pooled = encode(family.clip, POSITIVE)
-        y = family.model.encode_adm(pooled_output=pooled, width=64, height=64, crop_w=0,
-                                    crop_h=0, prompt_type="positive")
-        if own_writer:
-            writer.put("adm.positive", y)
-            writer.put("adm.negative", family.model.encode_adm(
-                pooled_output=pooled, width=64, height=64, crop_w=0, crop_h=0,
-                prompt_type="negative"))
-            writer.meta["adm"] = {
-                "positive": "SDXLRefiner.encode_adm(width=64, height=64, crop 0, aesthetic "
-                            "score 6 (positive default))",
-                "negative": "same with prompt_type='negative' (aesthetic score 2.5)",
-                "layout": "[pooled clip_g (64)] ++ Timestep(256) embeddings of height, width, "
-                          "crop_h, crop_w, aesthetic_score",
-            }
-    if own_writer:
-        writer.put("x", x)
-        writer.put("context", context)
-        if y is not None:
-            writer.put("y", y)
+        y = model.encode_adm(pooled_output=pooled, width=64, height=64, crop_w=0, crop_h=0,
+                             prompt_type="positive")
+        writer.put("adm.positive", y)
+        writer.put("adm.negative", model.encode_adm(
+            pooled_output=pooled, width=64, height=64, crop_w=0, crop_h=0,
+            prompt_type="negative"))
+        writer.meta["adm"] = {
+            "positive": "SDXLRefiner.encode_adm(width=64, height=64, crop 0, aesthetic "
+                        "score 6 (positive default))",
+            "negative": "same with prompt_type='negative' (aesthetic score 2.5)",
+            "layout": "[pooled clip_g (64)] ++ Timestep(256) embeddings of height, width, "
+                      "crop_h, crop_w, aesthetic_score",
+        }
+    writer.put("x", x)
+    writer.put("context", context)
+    if y is not None:
+        writer.put("y", y)
     with torch.no_grad():
         for index, sigma in enumerate(UNET_SIGMAS):
             denoised, raw, x_in, timestep = unet_forward(model, x, sigma, context, y)
-            if own_writer:
-                writer.put("sigma.{}".format(index), torch.tensor([sigma]))
-                writer.put("timestep.{}".format(index), timestep)
-                writer.put("x_in.{}".format(index), x_in)
-            writer.put("{}model_output.{}".format(prefix, index), raw)
-            writer.put("{}denoised.{}".format(prefix, index), denoised)
-    if own_writer:
-        return writer.write(provenance)
-    return []
+            writer.put("sigma.{}".format(index), torch.tensor([sigma]))
+            writer.put("timestep.{}".format(index), timestep)
+            writer.put("x_in.{}".format(index), x_in)
+            writer.put("model_output.{}".format(index), raw)
+            writer.put("denoised.{}".format(index), denoised)
+    return writer.write(provenance)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,7 +38,11 @@ pub(crate) struct OutputCache {
 impl OutputCache {
     /// Signature ids of every node of `prompt`. Entries (and interned texts) that this prompt
     /// does not use are evicted, as the classic cache keeps only the latest prompt.
-    pub(crate) fn set_prompt(&mut self, prompt: &Prompt, registry: &NodeRegistry) -> HashMap<String, u64> {
+    pub(crate) fn set_prompt(
+        &mut self,
+        prompt: &Prompt,
+        registry: &NodeRegistry,
+    ) -> HashMap<String, u64> {
         let mut keys = HashMap::new();
         let mut used_texts = HashSet::new();
         let mut in_progress = HashSet::new();
@@ -151,7 +155,8 @@ impl OutputCache {
             let entry = match input {
                 PromptInput::Literal(value) => json!([name, ["V", value]]),
                 PromptInput::Link(link) => {
-                    let source = self.signature(&link.node, prompt, registry, keys, used_texts, in_progress);
+                    let source =
+                        self.signature(&link.node, prompt, registry, keys, used_texts, in_progress);
                     json!([name, ["L", source, link.output]])
                 }
             };

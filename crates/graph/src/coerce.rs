@@ -83,8 +83,15 @@ mod tests {
     #[test]
     fn literal_values_follow_the_declared_type() {
         let float = InputType::from(FloatInput::new(1.0, 0.0, 2.0));
-        assert!(matches!(literal_to_value(Some(&float), &json!("nan")), Value::Float(v) if v.is_nan()));
-        assert!(matches!(literal_to_value(None, &json!([1, "a"])), Value::List(ref items) if items.len() == 2));
-        assert!(matches!(literal_to_value(None, &json!(null)), Value::Json(Json::Null)));
+        assert!(
+            matches!(literal_to_value(Some(&float), &json!("nan")), Value::Float(v) if v.is_nan())
+        );
+        assert!(
+            matches!(literal_to_value(None, &json!([1, "a"])), Value::List(ref items) if items.len() == 2)
+        );
+        assert!(matches!(
+            literal_to_value(None, &json!(null)),
+            Value::Json(Json::Null)
+        ));
     }
 }

@@ -216,7 +216,10 @@ mod tests {
             ctx.progress(1, 4, None);
             assert!(ctx.check_interrupted().is_ok());
             interrupt.interrupt();
-            assert!(matches!(ctx.check_interrupted(), Err(NodeError::Interrupted)));
+            assert!(matches!(
+                ctx.check_interrupted(),
+                Err(NodeError::Interrupted)
+            ));
         }
         assert_eq!(
             events,

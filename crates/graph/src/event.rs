@@ -469,7 +469,10 @@ mod tests {
             },
         };
         assert!(event.to_ws_json().is_none());
-        assert_eq!(event.preview_metadata().unwrap()["image_type"], "image/jpeg");
+        assert_eq!(
+            event.preview_metadata().unwrap()["image_type"],
+            "image/jpeg"
+        );
         assert!(event.broadcast_without_client());
     }
 }

@@ -144,7 +144,7 @@ impl Executor {
         &mut self,
         request: &ExecutionRequest,
         observer: &mut dyn ExecutionObserver,
-    ) -> Result<ExecutionOutcome, ExecutionFailure> {
+    ) -> Result<ExecutionOutcome, Box<ExecutionFailure>> {
         self.interrupt.clear();
         let prompt_id = request.prompt_id.as_str();
         observer.on_event(ExecutionEvent::ExecutionStart {
@@ -194,7 +194,7 @@ impl Executor {
         });
         match result {
             Ok(()) => Ok(outcome),
-            Err(error) => Err(ExecutionFailure { error, outcome }),
+            Err(error) => Err(Box::new(ExecutionFailure { error, outcome })),
         }
     }
 
@@ -247,9 +247,18 @@ impl Run<'_> {
         let mut list = ExecutionList::new(prompt, self.registry);
         for output in &self.request.outputs {
             if let Err(missing) = list.add_node(output, &self.available) {
-                let node_id = missing.referenced_by.clone().unwrap_or(missing.node_id.clone());
+                let node_id = missing
+                    .referenced_by
+                    .clone()
+                    .unwrap_or(missing.node_id.clone());
                 let reason = format!("Node {} not found", missing.node_id);
-                self.report_failure(observer, &node_id, "graph.NodeNotFoundError", &reason, json!([]));
+                self.report_failure(
+                    observer,
+                    &node_id,
+                    "graph.NodeNotFoundError",
+                    &reason,
+                    json!([]),
+                );
                 return Err(GraphError::NodeNotFound { node_id, reason });
             }
         }
@@ -313,7 +322,11 @@ impl Run<'_> {
             .collect()
     }
 
-    fn run_node(&mut self, node_id: &str, observer: &mut dyn ExecutionObserver) -> Result<(), GraphError> {
+    fn run_node(
+        &mut self,
+        node_id: &str,
+        observer: &mut dyn ExecutionObserver,
+    ) -> Result<(), GraphError> {
         let prompt = &self.request.prompt;
         let Some(node) = prompt.get(node_id) else {
             return Err(GraphError::NodeNotFound {
@@ -336,7 +349,13 @@ impl Run<'_> {
         }
         let Some(registered) = self.registry.get(&node.class_type) else {
             let reason = format!("node class '{}' is not registered", node.class_type);
-            self.report_failure(observer, node_id, "graph.NodeNotFoundError", &reason, json!([]));
+            self.report_failure(
+                observer,
+                node_id,
+                "graph.NodeNotFoundError",
+                &reason,
+                json!([]),
+            );
             return Err(GraphError::NodeNotFound {
                 node_id: node_id.to_owned(),
                 reason,
@@ -484,7 +503,9 @@ fn format_inputs(inputs: &NodeInputs) -> Json {
         .iter()
         .map(|(name, value)| {
             let formatted = match value {
-                Value::Int(_) | Value::Float(_) | Value::String(_) | Value::Bool(_) => value.to_json(),
+                Value::Int(_) | Value::Float(_) | Value::String(_) | Value::Bool(_) => {
+                    value.to_json()
+                }
                 Value::Json(Json::Null) => Json::Null,
                 Value::List(_) | Value::Json(_) => Json::String(py_repr(&value.to_json())),
                 Value::Object(object) => Json::String(format!("<{} object>", object.type_name())),

@@ -47,7 +47,9 @@ impl NodeInputs {
 
     /// All inputs, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.values.iter().map(|(name, value)| (name.as_str(), value))
+        self.values
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
     }
 
     /// The input's value, or [`NodeError::MissingInput`].
@@ -154,7 +156,10 @@ impl NodeInputs {
     }
 
     /// [`Self::object`] for an optional input.
-    pub fn opt_object<T: Any + Send + Sync>(&self, name: &str) -> Result<Option<Arc<T>>, NodeError> {
+    pub fn opt_object<T: Any + Send + Sync>(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<T>>, NodeError> {
         self.optional(name, Self::object::<T>)
     }
 
@@ -193,11 +198,15 @@ mod tests {
             .with("model", Value::object("MODEL", 5_u8));
         assert_eq!(inputs.int("steps").unwrap(), 20);
         assert_eq!(inputs.uint("seed").unwrap(), u64::MAX);
-        assert!(matches!(inputs.int("seed"), Err(NodeError::InputType { ref input, .. }) if input == "seed"));
+        assert!(
+            matches!(inputs.int("seed"), Err(NodeError::InputType { ref input, .. }) if input == "seed")
+        );
         assert_eq!(inputs.float("cfg").unwrap(), 7.0);
         assert_eq!(inputs.string("text").unwrap(), "a cat");
         assert_eq!(*inputs.object::<u8>("model").unwrap(), 5);
-        assert!(matches!(inputs.string("missing"), Err(NodeError::MissingInput { ref input }) if input == "missing"));
+        assert!(
+            matches!(inputs.string("missing"), Err(NodeError::MissingInput { ref input }) if input == "missing")
+        );
         assert_eq!(inputs.opt_float("missing").unwrap(), None);
         assert!(inputs.opt_bool("text").is_err());
         assert!(inputs.uint("steps").is_ok());

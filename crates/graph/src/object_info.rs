@@ -18,8 +18,10 @@ impl NodeSchema {
     pub fn to_object_info(&self, resolve_combo: &dyn Fn(&str) -> Vec<String>) -> Json {
         let mut input = Map::new();
         let mut input_order = Map::new();
-        for (section, wanted) in [("required", Section::Required), ("optional", Section::Optional)]
-        {
+        for (section, wanted) in [
+            ("required", Section::Required),
+            ("optional", Section::Optional),
+        ] {
             let specs: Vec<&InputSpec> = self
                 .inputs
                 .iter()
@@ -35,7 +37,10 @@ impl NodeSchema {
             input.insert(section.to_owned(), Json::Object(entries));
             input_order.insert(
                 section.to_owned(),
-                specs.iter().map(|spec| Json::from(spec.name.as_str())).collect(),
+                specs
+                    .iter()
+                    .map(|spec| Json::from(spec.name.as_str()))
+                    .collect(),
             );
         }
         let hidden: Vec<(&str, &str)> = self
@@ -134,7 +139,11 @@ pub(crate) fn input_entry(
             Json::from("FLOAT")
         }
         InputType::String(string) => {
-            insert_opt(&mut options, "default", string.default.clone().map(Json::from));
+            insert_opt(
+                &mut options,
+                "default",
+                string.default.clone().map(Json::from),
+            );
             if string.multiline {
                 options.insert("multiline".to_owned(), Json::Bool(true));
             }
@@ -148,7 +157,11 @@ pub(crate) fn input_entry(
             Json::from("BOOLEAN")
         }
         InputType::Combo(combo) => {
-            insert_opt(&mut options, "default", combo.default.clone().map(Json::from));
+            insert_opt(
+                &mut options,
+                "default",
+                combo.default.clone().map(Json::from),
+            );
             Json::from(combo.resolve(resolve_combo))
         }
         InputType::Link(name) => Json::from(name.as_str()),
@@ -156,7 +169,11 @@ pub(crate) fn input_entry(
     if spec.force_input {
         options.insert("forceInput".to_owned(), Json::Bool(true));
     }
-    insert_opt(&mut options, "tooltip", spec.tooltip.clone().map(Json::from));
+    insert_opt(
+        &mut options,
+        "tooltip",
+        spec.tooltip.clone().map(Json::from),
+    );
     for (key, value) in &spec.extra {
         options.insert(key.clone(), value.clone());
     }
@@ -176,9 +193,7 @@ fn insert_opt(options: &mut Map<String, Json>, key: &str, value: Option<Json>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{
-        ComboInput, FloatInput, HiddenKind, IntInput, OutputSpec, StringInput,
-    };
+    use crate::schema::{ComboInput, FloatInput, HiddenKind, IntInput, OutputSpec, StringInput};
 
     fn no_combos(_: &str) -> Vec<String> {
         Vec::new()
@@ -202,7 +217,10 @@ mod tests {
                 "sampler_name",
                 ComboInput::new(["euler", "dpmpp_2m"]),
             ))
-            .input(InputSpec::required("ckpt_name", ComboInput::dynamic("checkpoints")))
+            .input(InputSpec::required(
+                "ckpt_name",
+                ComboInput::dynamic("checkpoints"),
+            ))
             .input(InputSpec::required("latent_image", "LATENT"))
             .output(OutputSpec::new("LATENT").tooltip("The denoised latent."));
         let resolve = |key: &str| vec![format!("{key}/a.safetensors")];
@@ -266,17 +284,15 @@ mod tests {
     #[test]
     fn extra_options_and_force_input_pass_through() {
         let schema = NodeSchema::new("LoadImage").input(
-            InputSpec::required("image", ComboInput::dynamic("input"))
-                .option("image_upload", true),
+            InputSpec::required("image", ComboInput::dynamic("input")).option("image_upload", true),
         );
         let info = schema.to_object_info(&|_| vec!["x.png".to_owned()]);
         assert_eq!(
             info["input"]["required"]["image"],
             json!([["x.png"], {"image_upload": true}])
         );
-        let forced = NodeSchema::new("N").input(
-            InputSpec::required("v", IntInput::unbounded()).force_input(),
-        );
+        let forced = NodeSchema::new("N")
+            .input(InputSpec::required("v", IntInput::unbounded()).force_input());
         assert_eq!(
             forced.to_object_info(&no_combos)["input"]["required"]["v"],
             json!(["INT", {"forceInput": true}])

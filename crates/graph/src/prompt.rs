@@ -114,10 +114,12 @@ impl Prompt {
     /// [`crate::Validator`] reports malformed prompts in ComfyUI's error format instead;
     /// use this for prompts that are already known to be well-formed.
     pub fn from_json(prompt: &Json) -> Result<Prompt, GraphError> {
-        let nodes = prompt.as_object().ok_or_else(|| GraphError::MalformedPrompt {
-            node_id: String::new(),
-            reason: "the prompt is not a JSON object".to_owned(),
-        })?;
+        let nodes = prompt
+            .as_object()
+            .ok_or_else(|| GraphError::MalformedPrompt {
+                node_id: String::new(),
+                reason: "the prompt is not a JSON object".to_owned(),
+            })?;
         let mut parsed = Prompt::new();
         for (id, node) in nodes {
             let malformed = |reason: &str| GraphError::MalformedPrompt {

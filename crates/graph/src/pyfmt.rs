@@ -82,7 +82,12 @@ pub(crate) fn py_float(value: f64) -> String {
         return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
     }
     if value == 0.0 {
-        return if value.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+        return if value.is_sign_negative() {
+            "-0.0"
+        } else {
+            "0.0"
+        }
+        .to_owned();
     }
     // Rust's `{:e}` prints the shortest round-trip digits: "-1.2345e-5".
     let scientific = format!("{value:e}");
@@ -142,8 +147,12 @@ pub(crate) fn py_int(value: &Json) -> Result<i128, String> {
                 float_to_int(number.as_f64().unwrap_or(f64::NAN))
             }
         }
-        Json::String(text) => parse_py_int(text)
-            .ok_or_else(|| format!("invalid literal for int() with base 10: {}", py_repr_str(text))),
+        Json::String(text) => parse_py_int(text).ok_or_else(|| {
+            format!(
+                "invalid literal for int() with base 10: {}",
+                py_repr_str(text)
+            )
+        }),
         other => Err(format!(
             "int() argument must be a string, a bytes-like object or a real number, not '{}'",
             py_type_name(other)
@@ -253,7 +262,10 @@ mod tests {
     #[test]
     fn reprs_match_python() {
         assert_eq!(py_repr(&json!(["euler", "it's"])), "['euler', \"it's\"]");
-        assert_eq!(py_repr(&json!({"a": [1, 2.0, null, true]})), "{'a': [1, 2.0, None, True]}");
+        assert_eq!(
+            py_repr(&json!({"a": [1, 2.0, null, true]})),
+            "{'a': [1, 2.0, None, True]}"
+        );
         assert_eq!(py_str(&json!("plain")), "plain");
         assert_eq!(py_repr_str("a\nb\\"), "'a\\nb\\\\'");
     }

@@ -124,11 +124,17 @@ fn check_schema(schema: &NodeSchema) -> Result<(), GraphError> {
         if input.name.is_empty() {
             return Err(invalid(format!("input {at} has no name")));
         }
-        if schema.inputs[..at].iter().any(|prior| prior.name == input.name) {
+        if schema.inputs[..at]
+            .iter()
+            .any(|prior| prior.name == input.name)
+        {
             return Err(invalid(format!("input '{}' is declared twice", input.name)));
         }
         if let (InputKind::Hidden(_), true) = (input.kind, input.force_input) {
-            return Err(invalid(format!("hidden input '{}' cannot be forced", input.name)));
+            return Err(invalid(format!(
+                "hidden input '{}' cannot be forced",
+                input.name
+            )));
         }
     }
     Ok(())

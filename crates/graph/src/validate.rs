@@ -148,13 +148,14 @@ impl<'a> Validator<'a> {
                 if verdict.valid || verdict.errors.is_empty() {
                     continue;
                 }
-                let entry = node_errors
-                    .entry(node_id.clone())
-                    .or_insert_with(|| NodeValidationErrors {
-                        errors: verdict.errors.clone(),
-                        dependent_outputs: Vec::new(),
-                        class_type: class_type_of(&raw[node_id]),
-                    });
+                let entry =
+                    node_errors
+                        .entry(node_id.clone())
+                        .or_insert_with(|| NodeValidationErrors {
+                            errors: verdict.errors.clone(),
+                            dependent_outputs: Vec::new(),
+                            class_type: class_type_of(&raw[node_id]),
+                        });
                 entry.dependent_outputs.push(output.clone());
             }
         }
@@ -200,7 +201,9 @@ impl<'a> Validator<'a> {
                 json!({"node_id": id, "class_type": null, "node_title": title}),
             ));
         };
-        let schema = class_type.as_str().and_then(|name| self.registry.schema(name));
+        let schema = class_type
+            .as_str()
+            .and_then(|name| self.registry.schema(name));
         let Some(schema) = schema else {
             let shown = title.clone().unwrap_or_else(|| py_str(class_type));
             return Err(top_level(
@@ -308,7 +311,10 @@ impl Walk<'_, '_> {
                 message: py_repr(node.get("class_type").unwrap_or(&Json::Null)),
             })?;
         let empty = Map::new();
-        let inputs = node.get("inputs").and_then(Json::as_object).unwrap_or(&empty);
+        let inputs = node
+            .get("inputs")
+            .and_then(Json::as_object)
+            .unwrap_or(&empty);
         let mut errors = Vec::new();
         let mut valid = true;
         let mut coerced = Vec::new();
@@ -317,7 +323,12 @@ impl Walk<'_, '_> {
             .inputs
             .iter()
             .filter(|spec| spec.kind == InputKind::Required)
-            .chain(schema.inputs.iter().filter(|spec| spec.kind == InputKind::Optional));
+            .chain(
+                schema
+                    .inputs
+                    .iter()
+                    .filter(|spec| spec.kind == InputKind::Optional),
+            );
         for spec in declared {
             let name = spec.name.as_str();
             let Some(value) = inputs.get(name) else {
@@ -460,7 +471,10 @@ impl Walk<'_, '_> {
             Err(message) => {
                 errors.push(ValidationError::new(
                     ValidationErrorType::InvalidInputType,
-                    format!("Failed to convert an input value to a {} value", spec.ty.type_name()),
+                    format!(
+                        "Failed to convert an input value to a {} value",
+                        spec.ty.type_name()
+                    ),
                     format!("{name}, {}, {message}", py_str(value)),
                     json!({"input_name": name, "input_config": config,
                            "received_value": value, "exception_message": message}),
@@ -634,14 +648,20 @@ fn bounds_error(spec: &InputSpec, config: &Json, coerced: &Json) -> Option<Valid
     if below {
         Some(ValidationError::new(
             ValidationErrorType::ValueSmallerThanMin,
-            format!("Value {shown} smaller than min of {}", min_text.unwrap_or_default()),
+            format!(
+                "Value {shown} smaller than min of {}",
+                min_text.unwrap_or_default()
+            ),
             name,
             extra,
         ))
     } else if above {
         Some(ValidationError::new(
             ValidationErrorType::ValueBiggerThanMax,
-            format!("Value {shown} bigger than max of {}", max_text.unwrap_or_default()),
+            format!(
+                "Value {shown} bigger than max of {}",
+                max_text.unwrap_or_default()
+            ),
             name,
             extra,
         ))

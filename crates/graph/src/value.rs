@@ -75,7 +75,9 @@ impl Value {
                 .unwrap_or_else(|| serde_json::Value::String(v.to_string())),
             Value::String(v) => serde_json::Value::String(v.clone()),
             Value::Bool(v) => serde_json::Value::Bool(*v),
-            Value::List(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
+            Value::List(items) => {
+                serde_json::Value::Array(items.iter().map(Value::to_json).collect())
+            }
             Value::Json(v) => v.clone(),
             Value::Object(object) => {
                 serde_json::Value::String(format!("<{} object>", object.type_name()))
@@ -177,16 +179,24 @@ mod tests {
         let value = Value::object("MODEL", 7_u32);
         assert_eq!(*value.downcast::<u32>("model").unwrap(), 7);
         let err = value.downcast::<String>("model").unwrap_err();
-        assert!(matches!(err, NodeError::InputType { ref input, ref found, .. }
-            if input == "model" && found == "MODEL"));
+        assert!(
+            matches!(err, NodeError::InputType { ref input, ref found, .. }
+            if input == "model" && found == "MODEL")
+        );
         let err = Value::Int(3).downcast::<u32>("steps").unwrap_err();
         assert!(matches!(err, NodeError::InputType { ref found, .. } if found == "INT"));
     }
 
     #[test]
     fn wide_ints_render_exactly() {
-        assert_eq!(Value::Int(u64::MAX as i128).to_json(), serde_json::json!(u64::MAX));
+        assert_eq!(
+            Value::Int(u64::MAX as i128).to_json(),
+            serde_json::json!(u64::MAX)
+        );
         assert_eq!(Value::Int(-5).to_json(), serde_json::json!(-5));
-        assert_eq!(Value::object("VAE", ()).to_json(), serde_json::json!("<VAE object>"));
+        assert_eq!(
+            Value::object("VAE", ()).to_json(),
+            serde_json::json!("<VAE object>")
+        );
     }
 }

@@ -304,7 +304,10 @@ fn cycles_are_reported_with_their_nodes() {
     assert_eq!(errors[0]["type"], "dependency_cycle");
     assert_eq!(errors[0]["details"], "a: 1 -> 2 -> 1");
     assert_eq!(errors[0]["extra_info"]["cycle_nodes"], json!(["1", "2"]));
-    assert_eq!(result["node_errors"]["2"]["dependent_outputs"], json!(["3"]));
+    assert_eq!(
+        result["node_errors"]["2"]["dependent_outputs"],
+        json!(["3"])
+    );
 }
 
 #[test]

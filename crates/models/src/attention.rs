@@ -92,6 +92,18 @@ impl Attention {
         }
     }
 
+    /// The kernel, upcast choice and (for the VAE) split rule a component's plan decided.
+    pub fn from_plan(plan: &kiln_runtime::ComponentPlan) -> Self {
+        let split_rule = if plan.component == kiln_detect::ComponentKind::Vae {
+            SplitRule::Vae
+        } else {
+            SplitRule::CrossAttention
+        };
+        Attention::new(plan.attention)
+            .with_upcast(plan.upcast_attention)
+            .with_split_rule(split_rule)
+    }
+
     /// Computes scores and softmax in f32 when the inputs are half precision (ComfyUI
     /// `attn_precision = float32`).
     pub fn with_upcast(self, upcast: bool) -> Self {

@@ -517,6 +517,198 @@ impl ClipTextEncoder {
         }
         Ok((Tensor::stack(&rows, 0)?, pooled_at))
     }
+
+    /// The transformer over token embeddings `[N, T, hidden]`: `layer`'s hidden state and the
+    /// pooled output taken from the final-norm output at `pooled_at[n]` for each row
+    /// (ComfyUI `CLIPTextModel_.forward` with its causal mask).
+    pub fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        layer: ClipLayer,
+        pooled_at: &[usize],
+    ) -> Result<ClipHidden> {
+        let (rows, tokens, hidden) = embeds.dims3().map_err(|_| ModelError::Input {
+            model: MODEL,
+            input: "embeds",
+            problem: format!("must be [N, T, hidden], got {:?}", embeds.dims()),
+        })?;
+        if hidden != self.config.hidden_size
+            || tokens == 0
+            || tokens > self.config.positions
+            || pooled_at.len() != rows
+            || pooled_at.iter().any(|&p| p >= tokens)
+        {
+            return Err(ModelError::Input {
+                model: MODEL,
+                input: "embeds",
+                problem: format!(
+                    "shape {:?} with pooled positions {pooled_at:?} does not fit width {} and \
+                     {} positions",
+                    embeds.dims(),
+                    self.config.hidden_size,
+                    self.config.positions
+                ),
+            });
+        }
+        let layer_count = self.layers.len() as i64;
+        let target = match layer {
+            ClipLayer::Last => None,
+            ClipLayer::Hidden(index) => {
+                let resolved = if index < 0 {
+                    layer_count + i64::from(index)
+                } else {
+                    i64::from(index)
+                };
+                if !(0..layer_count).contains(&resolved) {
+                    return Err(ModelError::Input {
+                        model: MODEL,
+                        input: "layer",
+                        problem: format!("layer {index} of {layer_count}"),
+                    });
+                }
+                Some(resolved as usize)
+            }
+        };
+        let dtype = self.position_embedding.dtype();
+        let device = self.position_embedding.device().clone();
+        let positions = self
+            .position_embedding
+            .get("weight")?
+            .narrow(0, 0, tokens)?;
+        let mut x = embeds.to_dtype(dtype)?.broadcast_add(&positions)?;
+        let mask = causal_mask(tokens, dtype, &device)?;
+        let mut intermediate = None;
+        for (i, encoder_layer) in self.layers.iter().enumerate() {
+            x = encoder_layer.forward(&x, self.config.heads, &mask, &self.attention)?;
+            if target == Some(i) {
+                intermediate = Some(x.clone());
+            }
+        }
+        let last = self.final_layer_norm.forward(&x)?;
+        let selected = match intermediate {
+            None => last.clone(),
+            Some(h) if self.usage.layer_norm_hidden_state => self.final_layer_norm.forward(&h)?,
+            Some(h) => h,
+        };
+        let flat_index: Vec<u32> = pooled_at
+            .iter()
+            .enumerate()
+            .map(|(row, &at)| (row * tokens + at) as u32)
+            .collect();
+        let pooled = last
+            .reshape((rows * tokens, hidden))?
+            .index_select(&Tensor::from_vec(flat_index, rows, &device)?, 0)?;
+        let pooled = match (&self.text_projection, self.usage.projected_pooled) {
+            (Some(projection), true) => projection.forward(&pooled)?,
+            _ => pooled,
+        };
+        Ok(ClipHidden {
+            hidden: selected.to_dtype(DType::F32)?,
+            pooled: pooled.to_dtype(DType::F32)?,
+        })
+    }
+
+    /// Token windows through the transformer as one batch (ComfyUI `SDClipModel.forward`).
+    pub fn encode_tokens(&self, windows: &[Vec<ClipToken>], layer: ClipLayer) -> Result<ClipHidden> {
+        let (embeds, pooled_at) = self.embed(windows)?;
+        self.forward_embeds(&embeds, layer, &pooled_at)
+    }
+
+    /// Weighted windows to conditioning `[1, windows·T, hidden]` and the first window's pooled
+    /// output `[1, width]` (ComfyUI `encode_token_weights`): when any weight differs from 1,
+    /// the empty prompt `start, end, pad…` is encoded alongside and each weighted token becomes
+    /// `(z − z_empty)·w + z_empty`. `clip_skip` is `CLIPSetLastLayer`'s value (`None`: the
+    /// family default).
+    pub fn encode_chunks(
+        &self,
+        chunks: &[TokenChunk],
+        clip_skip: Option<i32>,
+    ) -> Result<(Tensor, Tensor)> {
+        let layer = self.usage.layer_for(clip_skip, self.layers.len());
+        let has_weights = chunks.iter().flatten().any(|t| t.weight != 1.0);
+        let mut windows: Vec<Vec<ClipToken>> = chunks
+            .iter()
+            .map(|chunk| chunk.iter().map(|t| t.token.clone()).collect())
+            .collect();
+        if has_weights || chunks.is_empty() {
+            let length = chunks.iter().map(Vec::len).max().unwrap_or(0);
+            windows.push(self.empty_tokens(length));
+        }
+        let encoded = self.encode_tokens(&windows, layer)?;
+        let first_pooled = encoded.pooled.narrow(0, 0, 1)?;
+        let rows = windows.len();
+        if chunks.is_empty() {
+            return Ok((encoded.hidden.narrow(0, rows - 1, 1)?, first_pooled));
+        }
+        let device = encoded.hidden.device().clone();
+        let empty = encoded.hidden.narrow(0, rows - 1, 1)?;
+        let mut outputs = Vec::with_capacity(chunks.len());
+        for (k, chunk) in chunks.iter().enumerate() {
+            let z = encoded.hidden.narrow(0, k, 1)?;
+            if !has_weights || chunk.iter().all(|t| t.weight == 1.0) {
+                outputs.push(z);
+                continue;
+            }
+            let tokens = chunk.len();
+            let weights: Vec<f32> = chunk.iter().map(|t| t.weight as f32).collect();
+            let changed: Vec<u8> = chunk.iter().map(|t| u8::from(t.weight != 1.0)).collect();
+            let weights = Tensor::from_vec(weights, (1, tokens, 1), &device)?;
+            let changed = Tensor::from_vec(changed, (1, tokens, 1), &device)?
+                .broadcast_as(z.shape())?;
+            let weighted = z
+                .broadcast_sub(&empty)?
+                .broadcast_mul(&weights)?
+                .broadcast_add(&empty)?;
+            outputs.push(changed.where_cond(&weighted, &z)?);
+        }
+        Ok((Tensor::cat(&outputs, 1)?, first_pooled))
+    }
+
+    /// ComfyUI `gen_empty_tokens`: start, end, then pad to `length`.
+    fn empty_tokens(&self, length: usize) -> Vec<ClipToken> {
+        let mut tokens = vec![
+            ClipToken::Id(self.usage.start_token),
+            ClipToken::Id(self.usage.end_token),
+        ];
+        while tokens.len() < length {
+            tokens.push(ClipToken::Id(self.usage.pad_token));
+        }
+        tokens
+    }
+}
+
+/// SDXL conditioning: CLIP-L and CLIP-bigG hidden states side by side on the feature axis, cut
+/// to the shorter token count (ComfyUI `SDXLClipModel.encode_token_weights`; the pooled output
+/// is bigG's).
+pub fn concat_sdxl_text(clip_l: &Tensor, clip_g: &Tensor) -> Result<Tensor> {
+    let (l_rows, l_tokens, _) = clip_l.dims3()?;
+    let (g_rows, g_tokens, _) = clip_g.dims3()?;
+    if l_rows != g_rows {
+        return Err(ModelError::Input {
+            model: MODEL,
+            input: "clip_g",
+            problem: format!("batch {g_rows} differs from CLIP-L's {l_rows}"),
+        });
+    }
+    let cut = l_tokens.min(g_tokens);
+    Ok(Tensor::cat(
+        &[&clip_l.narrow(1, 0, cut)?, &clip_g.narrow(1, 0, cut)?],
+        D::Minus1,
+    )?)
+}
+
+/// The additive causal mask `[T, T]`: 0 on and below the diagonal, the dtype's most negative
+/// finite value above it (ComfyUI `-torch.finfo(dtype).max`).
+fn causal_mask(tokens: usize, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
+    let blocked = match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => f32::from(half::bf16::MIN),
+        _ => f32::MIN,
+    };
+    let values: Vec<f32> = (0..tokens * tokens)
+        .map(|i| if i % tokens > i / tokens { blocked } else { 0.0 })
+        .collect();
+    Ok(Tensor::from_vec(values, (tokens, tokens), device)?.to_dtype(dtype)?)
 }
 
 /// Where the rows of a window come from: a run of looked-up ids, or a spliced vector.

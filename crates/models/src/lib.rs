@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod attention;
+mod clip;
 mod clip_tokenizer;
 mod error;
 mod layers;
@@ -19,6 +20,9 @@ mod weights;
 
 pub use attention::{
     attention, attention_heads, Attention, AttentionKernel, AttentionTrace, MemoryBudget, SplitRule,
+};
+pub use clip::{
+    concat_sdxl_text, ClipActivation, ClipConfig, ClipHidden, ClipLayer, ClipTextEncoder, ClipUsage,
 };
 pub use clip_tokenizer::{
     clip_token_ids, ClipToken, ClipTokenizer, TokenChunk, TokenizedPrompt, TokenizerConfig,

@@ -84,7 +84,6 @@ fn cfg_combines_cond_and_uncond_batched_or_not() {
     .with_batching(CondBatching::AtMost(1));
     let apart = separate.denoise(&x, f64::from(sigma)).unwrap();
     assert_eq!(separate.evaluations(), 2);
-    eprintln!("diff {} {}", max_abs_diff(&together, &apart), max_abs_diff(&together, &together.zeros_like().unwrap()));
     assert!(max_abs_diff(&together, &apart) < 1e-4);
 
     let cond_out = direct(&unet, &x, sigma, &positive);
@@ -135,7 +134,6 @@ fn contexts_of_different_lengths_batch_by_tiling() {
         .unwrap()
         .with_batching(CondBatching::AtMost(1));
     let apart = separate.denoise(&x, 2.0).unwrap();
-    eprintln!("diff {} {}", max_abs_diff(&together, &apart), max_abs_diff(&together, &together.zeros_like().unwrap()));
     assert!(max_abs_diff(&together, &apart) < 1e-4);
 }
 
@@ -215,8 +213,8 @@ fn timestep_ranges_switch_entries_on_and_off() {
     .unwrap();
     let early = denoiser.denoise(&x, early_sigma).unwrap();
     let alone = direct(&unet, &x, early_sigma as f32, &base);
-    eprintln!("early {} {}", max_abs_diff(&early, &alone), early_sigma);
-    assert!(max_abs_diff(&early, &alone) < 1e-5);
+    // Rounding in ε is multiplied by σ ≈ 14.6 here.
+    assert!(max_abs_diff(&early, &alone) < 1e-5 * early_sigma as f32);
     assert_eq!(denoiser.evaluations(), 1);
 
     let later = denoiser.denoise(&x, late_sigma).unwrap();

@@ -1,12 +1,12 @@
 //! Tiny arithmetic nodes for testing the engine without any diffusion code.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test support: a poisoned lock or bad fixture should fail the test
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kiln_graph::{
     BooleanInput, ChangePolicy, ComboInput, ExecutionContext, FloatInput, HiddenKind, InputSpec,
-    InterruptFlag, IntInput, Node, NodeError, NodeInputs, NodeOutput, NodeRegistry, NodeSchema,
+    IntInput, InterruptFlag, Node, NodeError, NodeInputs, NodeOutput, NodeRegistry, NodeSchema,
     OutputSpec, StringInput, Value,
 };
 use serde_json::json;
@@ -46,9 +46,15 @@ impl Node for Constant {
             .input(InputSpec::required("value", IntInput::new(0, -1000, 1000)))
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
-        Ok(NodeOutput::new(vec![Value::Int(inputs.int("value")?.into())]))
+        Ok(NodeOutput::new(vec![Value::Int(
+            inputs.int("value")?.into(),
+        )]))
     }
 }
 
@@ -61,7 +67,11 @@ impl Node for Add {
             .input(InputSpec::required("b", "INT"))
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
         let sum = inputs.wide_int("a")? + inputs.wide_int("b")?;
         Ok(NodeOutput::new(vec![Value::Int(sum)]))
@@ -73,12 +83,21 @@ impl Node for Scale {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("Scale")
             .input(InputSpec::required("x", "INT"))
-            .input(InputSpec::required("factor", FloatInput::new(1.0, 0.0, 10.0).step(0.5)))
+            .input(InputSpec::required(
+                "factor",
+                FloatInput::new(1.0, 0.0, 10.0).step(0.5),
+            ))
             .output(OutputSpec::new("FLOAT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
-        Ok(NodeOutput::new(vec![Value::Float(inputs.float("x")? * inputs.float("factor")?)]))
+        Ok(NodeOutput::new(vec![Value::Float(
+            inputs.float("x")? * inputs.float("factor")?,
+        )]))
     }
 }
 
@@ -92,7 +111,11 @@ impl Node for Format {
             .input(InputSpec::optional("loud", BooleanInput::new(false)))
             .output(OutputSpec::new("STRING"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
         let value = match inputs.value("value")? {
             Value::Int(v) => v.to_string(),
@@ -118,7 +141,11 @@ impl Node for Show {
             .input(InputSpec::hidden("unique_id", HiddenKind::UniqueId))
             .output_node()
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
         let text = inputs.string("text")?;
         let id = inputs.string("unique_id")?;
@@ -134,9 +161,15 @@ impl Node for ShowInt {
             .input(InputSpec::required("value", "INT"))
             .output_node()
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
-        Ok(NodeOutput::ui(json!({"value": [inputs.wide_int("value")?.to_string()]})))
+        Ok(NodeOutput::ui(
+            json!({"value": [inputs.wide_int("value")?.to_string()]}),
+        ))
     }
 }
 
@@ -150,9 +183,15 @@ impl Node for Seed {
             ))
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
-        Ok(NodeOutput::new(vec![Value::Int(inputs.uint("seed")?.into())]))
+        Ok(NodeOutput::new(vec![Value::Int(
+            inputs.uint("seed")?.into(),
+        )]))
     }
 }
 
@@ -160,13 +199,24 @@ struct Pick;
 impl Node for Pick {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("Pick")
-            .input(InputSpec::required("mode", ComboInput::new(["first", "second"]).default("first")))
+            .input(InputSpec::required(
+                "mode",
+                ComboInput::new(["first", "second"]).default("first"),
+            ))
             .input(InputSpec::optional("file", ComboInput::dynamic("files")))
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
-        let picked = if inputs.string("mode")? == "first" { 1 } else { 2 };
+        let picked = if inputs.string("mode")? == "first" {
+            1
+        } else {
+            2
+        };
         Ok(NodeOutput::new(vec![Value::Int(picked)]))
     }
 }
@@ -179,7 +229,11 @@ impl Node for Random {
             .change_policy(ChangePolicy::Always)
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, _inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        _inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         let services = log(ctx)?;
         let mut counter = services.counter.lock().unwrap();
         *counter += 1;
@@ -196,9 +250,15 @@ impl Node for FileHash {
             .input(InputSpec::required("name", StringInput::new("a.txt")))
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
-        Ok(NodeOutput::new(vec![Value::Int(inputs.string("name")?.len() as i128)]))
+        Ok(NodeOutput::new(vec![Value::Int(
+            inputs.string("name")?.len() as i128,
+        )]))
     }
     fn fingerprint(&self, inputs: &NodeInputs) -> Option<String> {
         // Fingerprints see literals only; services are not reachable here, so tests use a
@@ -209,11 +269,15 @@ impl Node for FileHash {
 }
 
 /// Fingerprints for `FileHash` (tests use distinct names; they run in parallel).
-static HASHES_TABLE: std::sync::OnceLock<Mutex<HashMap<String, String>>> = std::sync::OnceLock::new();
+static HASHES_TABLE: std::sync::OnceLock<Mutex<HashMap<String, String>>> =
+    std::sync::OnceLock::new();
 
 /// Sets the fingerprint `FileHash` reports for `name`.
 pub fn set_hash(name: &str, hash: &str) {
-    table().lock().unwrap().insert(name.to_owned(), hash.to_owned());
+    table()
+        .lock()
+        .unwrap()
+        .insert(name.to_owned(), hash.to_owned());
 }
 
 fn table() -> &'static Mutex<HashMap<String, String>> {
@@ -227,10 +291,17 @@ impl Node for Fail {
             .input(InputSpec::required("x", "INT"))
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         log(ctx)?;
         let x = inputs.int("x")?;
-        Err(NodeError::failed("ValueError", format!("cannot handle {x}")))
+        Err(NodeError::failed(
+            "ValueError",
+            format!("cannot handle {x}"),
+        ))
     }
 }
 
@@ -244,7 +315,11 @@ impl Node for Slow {
             .input(InputSpec::optional("stop_at", IntInput::new(0, 0, 100)))
             .output(OutputSpec::new("INT"))
     }
-    fn execute(&self, inputs: &NodeInputs, ctx: &mut ExecutionContext<'_>) -> Result<NodeOutput, NodeError> {
+    fn execute(
+        &self,
+        inputs: &NodeInputs,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<NodeOutput, NodeError> {
         let services = log(ctx)?;
         let steps = inputs.uint("steps")?;
         let stop_at = inputs.opt_uint("stop_at")?.unwrap_or(0);

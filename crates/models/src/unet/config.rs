@@ -317,7 +317,7 @@ impl UnetConfig {
         }
         for (level, mult) in self.channel_mult.iter().enumerate() {
             let channels = mult * self.model_channels;
-            if channels % 32 != 0 {
+            if !channels.is_multiple_of(32) {
                 return Err(config_error(&format!(
                     "level {level} is {channels} wide; GroupNorm needs a multiple of 32"
                 )));

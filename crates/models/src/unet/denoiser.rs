@@ -361,7 +361,7 @@ fn sampling_error(error: SamplingError) -> ModelError {
 }
 
 fn check_cond(side: &'static str, cond: &GuidedCond) -> Result<()> {
-    if cond.context.rank() != 3 || cond.context.dims().iter().any(|&d| d == 0) {
+    if cond.context.rank() != 3 || cond.context.dims().contains(&0) {
         return Err(input_error(
             side,
             format!(
@@ -511,8 +511,8 @@ fn feather(size: usize, offset: usize, full: usize) -> Vec<f32> {
     let ramp = 8.min(size / 4);
     let step = |t: usize| ((1.0f64 / ramp as f64) * (t + 1) as f64) as f32;
     if offset != 0 {
-        for t in 0..ramp {
-            factors[t] *= step(t);
+        for (t, factor) in factors.iter_mut().take(ramp).enumerate() {
+            *factor *= step(t);
         }
     }
     if size + offset < full {

@@ -73,7 +73,7 @@ enum InputBlock {
     /// `input_blocks.0.0`: the 3×3 stem convolution.
     Stem(Conv2d),
     /// `input_blocks.N.{0,1}`.
-    Res(ResStage),
+    Res(Box<ResStage>),
     /// `input_blocks.N.0.op`.
     Down(Downsample),
 }
@@ -163,9 +163,9 @@ impl Unet {
                 let out = mult * model_channels;
                 let depth = depths.next().copied().unwrap_or(0);
                 let weights = blocks.pp(input_blocks.len());
-                input_blocks.push(InputBlock::Res(ResStage::new(
+                input_blocks.push(InputBlock::Res(Box::new(ResStage::new(
                     &weights, config, channels, out, depth,
-                )?));
+                )?)));
                 channels = out;
                 skip_channels.push(channels);
             }
