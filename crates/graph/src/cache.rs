@@ -8,6 +8,7 @@
 //! fingerprint of `None`, dangling links, cycles) get a fresh id that nothing else shares,
 //! which also changes every downstream signature — as ComfyUI's NaN does.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -42,24 +43,22 @@ impl OutputCache {
         &mut self,
         prompt: &Prompt,
         registry: &NodeRegistry,
+        services: &(dyn Any + Send + Sync),
     ) -> HashMap<String, u64> {
-        let mut keys = HashMap::new();
-        let mut used_texts = HashSet::new();
-        let mut in_progress = HashSet::new();
+        let graph = Graph {
+            prompt,
+            registry,
+            services,
+        };
+        let mut walk = KeyWalk::default();
         for node in prompt.nodes() {
-            self.signature(
-                &node.id,
-                prompt,
-                registry,
-                &mut keys,
-                &mut used_texts,
-                &mut in_progress,
-            );
+            self.signature(&node.id, &graph, &mut walk);
         }
-        let used_ids: HashSet<u64> = keys.values().copied().collect();
+        let used_ids: HashSet<u64> = walk.keys.values().copied().collect();
         self.results.retain(|id, _| used_ids.contains(id));
-        self.interned.retain(|text, _| used_texts.contains(text));
-        keys
+        self.interned
+            .retain(|text, _| walk.used_texts.contains(text));
+        walk.keys
     }
 
     pub(crate) fn get(&self, key: u64) -> Option<&CachedResult> {
@@ -94,31 +93,23 @@ impl OutputCache {
         id
     }
 
-    fn signature(
-        &mut self,
-        node_id: &str,
-        prompt: &Prompt,
-        registry: &NodeRegistry,
-        keys: &mut HashMap<String, u64>,
-        used_texts: &mut HashSet<String>,
-        in_progress: &mut HashSet<String>,
-    ) -> u64 {
-        if let Some(&key) = keys.get(node_id) {
+    fn signature(&mut self, node_id: &str, graph: &Graph<'_>, walk: &mut KeyWalk) -> u64 {
+        if let Some(&key) = walk.keys.get(node_id) {
             return key;
         }
-        let Some(node) = prompt.get(node_id) else {
+        let Some(node) = graph.prompt.get(node_id) else {
             return self.fresh_id();
         };
-        if !in_progress.insert(node_id.to_owned()) {
+        if !walk.in_progress.insert(node_id.to_owned()) {
             // A cycle: uncacheable; execution reports it.
             return self.fresh_id();
         }
-        let key = match self.immediate_text(node, prompt, registry, keys, used_texts, in_progress) {
-            Some(text) => self.intern(text, used_texts),
+        let key = match self.immediate_text(node, graph, walk) {
+            Some(text) => self.intern(text, &mut walk.used_texts),
             None => self.fresh_id(),
         };
-        in_progress.remove(node_id);
-        keys.insert(node_id.to_owned(), key);
+        walk.in_progress.remove(node_id);
+        walk.keys.insert(node_id.to_owned(), key);
         key
     }
 
@@ -127,20 +118,20 @@ impl OutputCache {
     fn immediate_text(
         &mut self,
         node: &PromptNode,
-        prompt: &Prompt,
-        registry: &NodeRegistry,
-        keys: &mut HashMap<String, u64>,
-        used_texts: &mut HashSet<String>,
-        in_progress: &mut HashSet<String>,
+        graph: &Graph<'_>,
+        walk: &mut KeyWalk,
     ) -> Option<String> {
-        let registered = registry.get(&node.class_type)?;
+        let registered = graph.registry.get(&node.class_type)?;
         let schema = registered.schema();
         let change_marker = match schema.change_policy {
             ChangePolicy::Cached => Json::Null,
             ChangePolicy::Always => return None,
             ChangePolicy::Fingerprint => {
-                let literals = literal_inputs(node, registry);
-                Json::String(registered.node().fingerprint(&literals)?)
+                let literals = literal_inputs(node, graph.registry);
+                let fingerprint = registered
+                    .node()
+                    .fingerprint_with_services(&literals, graph.services)?;
+                Json::String(fingerprint)
             }
         };
         let keyed_by_id = schema.not_idempotent
@@ -155,8 +146,7 @@ impl OutputCache {
             let entry = match input {
                 PromptInput::Literal(value) => json!([name, ["V", value]]),
                 PromptInput::Link(link) => {
-                    let source =
-                        self.signature(&link.node, prompt, registry, keys, used_texts, in_progress);
+                    let source = self.signature(&link.node, graph, walk);
                     json!([name, ["L", source, link.output]])
                 }
             };
@@ -169,6 +159,21 @@ impl OutputCache {
         };
         Some(json!([node.class_type, change_marker, node_id, rendered]).to_string())
     }
+}
+
+/// What signatures are computed from.
+struct Graph<'a> {
+    prompt: &'a Prompt,
+    registry: &'a NodeRegistry,
+    services: &'a (dyn Any + Send + Sync),
+}
+
+/// The state of one signature pass.
+#[derive(Default)]
+struct KeyWalk {
+    keys: HashMap<String, u64>,
+    used_texts: HashSet<String>,
+    in_progress: HashSet<String>,
 }
 
 /// The literal inputs of `node` as its schema types them, plus `UNIQUE_ID` — what ComfyUI's

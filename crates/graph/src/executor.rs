@@ -152,7 +152,10 @@ impl Executor {
             timestamp: now_ms(),
         });
         let registry = Arc::clone(&self.registry);
-        let keys = self.cache.set_prompt(&request.prompt, &registry);
+        let services = Arc::clone(&self.services);
+        let keys = self
+            .cache
+            .set_prompt(&request.prompt, &registry, &*services);
         let cached: Vec<String> = request
             .prompt
             .nodes()

@@ -55,10 +55,13 @@ mod executor;
 mod inputs;
 mod node;
 mod object_info;
+mod png_metadata;
 mod prompt;
 mod pyfmt;
 mod registry;
 mod schema;
+mod ui_graph;
+mod ui_workflow;
 mod validate;
 mod validation_error;
 mod value;
@@ -71,12 +74,14 @@ pub use event::{
 pub use executor::{ExecutionFailure, ExecutionOutcome, ExecutionRequest, Executor};
 pub use inputs::NodeInputs;
 pub use node::Node;
+pub use png_metadata::{workflow_from_png, WorkflowSource};
 pub use prompt::{is_link, Link, Prompt, PromptInput, PromptNode};
 pub use registry::{NodeRegistry, RegisteredNode};
 pub use schema::{
     BooleanInput, ChangePolicy, ComboInput, ComboSource, FloatInput, HiddenKind, InputKind,
     InputSpec, InputType, IntInput, NodeSchema, OutputSpec, StringInput,
 };
+pub use ui_workflow::workflow_to_prompt;
 pub use validate::{ValidatedPrompt, Validator};
 pub use validation_error::{
     node_errors_to_json, NodeErrors, NodeValidationErrors, ValidationError, ValidationErrorType,

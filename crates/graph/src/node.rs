@@ -1,6 +1,8 @@
 //! The [`Node`] trait: one node class (ComfyUI's `NODE_CLASS_MAPPINGS` entry), implemented by
 //! `kiln-nodes` and listed once in a [`crate::NodeRegistry`].
 
+use std::any::Any;
+
 use crate::context::ExecutionContext;
 use crate::error::NodeError;
 use crate::inputs::NodeInputs;
@@ -60,5 +62,18 @@ pub trait Node: Send + Sync {
     fn fingerprint(&self, inputs: &NodeInputs) -> Option<String> {
         let _ = inputs;
         None
+    }
+
+    /// What the executor actually calls for [`crate::ChangePolicy::Fingerprint`] classes:
+    /// [`Node::fingerprint`] plus the engine's services (the same value
+    /// [`ExecutionContext::services`] downcasts), for nodes that need folder paths to find what
+    /// they hash. The default ignores the services and calls [`Node::fingerprint`].
+    fn fingerprint_with_services(
+        &self,
+        inputs: &NodeInputs,
+        services: &(dyn Any + Send + Sync),
+    ) -> Option<String> {
+        let _ = services;
+        self.fingerprint(inputs)
     }
 }

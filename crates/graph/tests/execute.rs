@@ -20,14 +20,14 @@ impl Harness {
     fn new() -> Self {
         let services = Arc::new(TestServices::default());
         let executor = Executor::new(Arc::new(common::registry()), services.clone());
-        *services.interrupt.lock().unwrap() = Some(executor.interrupt_flag());
+        *services.interrupt.lock().expect("lock") = Some(executor.interrupt_flag());
         Harness { executor, services }
     }
 
     fn request(&self, prompt_id: &str, prompt: &Json) -> ExecutionRequest {
         let validated = Validator::new(self.executor.registry(), &common::folders)
             .validate(prompt)
-            .unwrap();
+            .expect("test prompts are valid");
         ExecutionRequest::new(prompt_id, validated).extra_data(json!({"client_id": "c1"}))
     }
 
@@ -36,7 +36,7 @@ impl Harness {
         prompt_id: &str,
         prompt: &Json,
     ) -> (
-        Result<ExecutionOutcome, ExecutionFailure>,
+        Result<ExecutionOutcome, Box<ExecutionFailure>>,
         Vec<ExecutionEvent>,
     ) {
         let request = self.request(prompt_id, prompt);
@@ -66,7 +66,7 @@ fn cached_nodes(events: &[ExecutionEvent]) -> Vec<String> {
             ExecutionEvent::ExecutionCached { nodes, .. } => Some(nodes.clone()),
             _ => None,
         })
-        .unwrap()
+        .expect("execution_cached is always sent")
 }
 
 fn event_types(events: &[ExecutionEvent]) -> Vec<&'static str> {

@@ -11,7 +11,7 @@ fn validate(prompt: Json) -> Result<ValidatedPrompt, ValidationFailure> {
 }
 
 fn failure(prompt: Json) -> Json {
-    validate(prompt).unwrap_err().to_json()
+    validate(prompt).expect_err("prompt should fail").to_json()
 }
 
 #[test]

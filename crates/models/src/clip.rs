@@ -254,7 +254,13 @@ impl ClipAttention {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, mask: &Tensor, attention: &Attention) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        mask: &Tensor,
+        attention: &Attention,
+    ) -> Result<Tensor> {
         let q = self.q_proj.forward(x)?;
         let k = self.k_proj.forward(x)?;
         let v = self.v_proj.forward(x)?;
@@ -309,7 +315,13 @@ impl ClipEncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, mask: &Tensor, attention: &Attention) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        mask: &Tensor,
+        attention: &Attention,
+    ) -> Result<Tensor> {
         let h = self
             .self_attn
             .forward(&self.layer_norm1.forward(x)?, heads, mask, attention)?;
@@ -352,7 +364,7 @@ impl ClipTextEncoder {
         config: ClipConfig,
         usage: ClipUsage,
     ) -> Result<Self> {
-        if config.heads == 0 || config.hidden_size % config.heads != 0 {
+        if config.heads == 0 || !config.hidden_size.is_multiple_of(config.heads) {
             return Err(ModelError::Config {
                 model: MODEL,
                 reason: format!(
@@ -450,10 +462,7 @@ impl ClipTextEncoder {
                 return Err(ModelError::Input {
                     model: MODEL,
                     input: "tokens",
-                    problem: format!(
-                        "windows differ in length ({} and {length})",
-                        window.len()
-                    ),
+                    problem: format!("windows differ in length ({} and {length})", window.len()),
                 });
             }
             let mut ids: Vec<u32> = Vec::with_capacity(length);
@@ -609,7 +618,11 @@ impl ClipTextEncoder {
     }
 
     /// Token windows through the transformer as one batch (ComfyUI `SDClipModel.forward`).
-    pub fn encode_tokens(&self, windows: &[Vec<ClipToken>], layer: ClipLayer) -> Result<ClipHidden> {
+    pub fn encode_tokens(
+        &self,
+        windows: &[Vec<ClipToken>],
+        layer: ClipLayer,
+    ) -> Result<ClipHidden> {
         let (embeds, pooled_at) = self.embed(windows)?;
         self.forward_embeds(&embeds, layer, &pooled_at)
     }
@@ -653,8 +666,8 @@ impl ClipTextEncoder {
             let weights: Vec<f32> = chunk.iter().map(|t| t.weight as f32).collect();
             let changed: Vec<u8> = chunk.iter().map(|t| u8::from(t.weight != 1.0)).collect();
             let weights = Tensor::from_vec(weights, (1, tokens, 1), &device)?;
-            let changed = Tensor::from_vec(changed, (1, tokens, 1), &device)?
-                .broadcast_as(z.shape())?;
+            let changed =
+                Tensor::from_vec(changed, (1, tokens, 1), &device)?.broadcast_as(z.shape())?;
             let weighted = z
                 .broadcast_sub(&empty)?
                 .broadcast_mul(&weights)?
@@ -706,7 +719,13 @@ fn causal_mask(tokens: usize, dtype: DType, device: &candle_core::Device) -> Res
         _ => f32::MIN,
     };
     let values: Vec<f32> = (0..tokens * tokens)
-        .map(|i| if i % tokens > i / tokens { blocked } else { 0.0 })
+        .map(|i| {
+            if i % tokens > i / tokens {
+                blocked
+            } else {
+                0.0
+            }
+        })
         .collect();
     Ok(Tensor::from_vec(values, (tokens, tokens), device)?.to_dtype(dtype)?)
 }

@@ -336,7 +336,11 @@ impl ClipTokenizer {
         source: &dyn EmbeddingSource,
         warnings: &mut Vec<String>,
     ) -> Option<Vec<Arc<[f32]>>> {
-        match source.load(name, &self.config.embedding_key, self.config.embedding_width) {
+        match source.load(
+            name,
+            &self.config.embedding_key,
+            self.config.embedding_width,
+        ) {
             Ok(Some(embedding)) => {
                 let rows: Vec<Arc<[f32]>> = (0..embedding.rows())
                     .filter_map(|i| embedding.row(i).map(Arc::from))
@@ -431,7 +435,10 @@ fn split_embeddings(segment: &str) -> Vec<String> {
             })
             .min();
         let (piece, tail) = match next {
-            Some(at) => (&rest[..at], Some(&rest[at + 1 + EMBEDDING_IDENTIFIER.len()..])),
+            Some(at) => (
+                &rest[..at],
+                Some(&rest[at + 1 + EMBEDDING_IDENTIFIER.len()..]),
+            ),
             None => (rest, None),
         };
         let piece = if first {

@@ -296,16 +296,26 @@ impl Embedding {
     /// Width of each row.
     pub fn dim(&self) -> Result<usize> {
         let shape = self.weights.shape("weight")?;
-        shape.dims().get(1).copied().ok_or_else(|| ModelError::WeightShape {
-            name: self.weights.path("weight"),
-            actual: shape.dims().to_vec(),
-            expected: "a 2-D [rows, dim] table".to_string(),
-        })
+        shape
+            .dims()
+            .get(1)
+            .copied()
+            .ok_or_else(|| ModelError::WeightShape {
+                name: self.weights.path("weight"),
+                actual: shape.dims().to_vec(),
+                expected: "a 2-D [rows, dim] table".to_string(),
+            })
     }
 
     /// Number of rows.
     pub fn len(&self) -> Result<usize> {
-        Ok(self.weights.shape("weight")?.dims().first().copied().unwrap_or(0))
+        Ok(self
+            .weights
+            .shape("weight")?
+            .dims()
+            .first()
+            .copied()
+            .unwrap_or(0))
     }
 
     /// Whether the table has no rows.

@@ -71,8 +71,15 @@ fn parse_parentheses(text: &str) -> Vec<String> {
 /// One step of ComfyUI's recursive `token_weights`, run on an explicit stack so deep nesting
 /// cannot overflow ours.
 enum Work {
-    Parse { text: String, weight: f64, depth: usize },
-    Emit { text: String, weight: f64 },
+    Parse {
+        text: String,
+        weight: f64,
+        depth: usize,
+    },
+    Emit {
+        text: String,
+        weight: f64,
+    },
 }
 
 /// ComfyUI `token_weights(text, 1.0)`.

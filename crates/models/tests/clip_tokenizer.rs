@@ -61,8 +61,7 @@ fn ids(text: &str) -> Vec<u32> {
 #[test]
 fn token_ids_equal_hugging_face_on_tricky_text() {
     let cases = cases();
-    let table: BTreeMap<String, Vec<u32>> =
-        serde_json::from_value(cases["ids"].clone()).unwrap();
+    let table: BTreeMap<String, Vec<u32>> = serde_json::from_value(cases["ids"].clone()).unwrap();
     assert!(table.len() >= 50);
     for (text, want) in &table {
         assert_eq!(&clip_token_ids(text), want, "{text:?}");
@@ -73,10 +72,16 @@ fn token_ids_equal_hugging_face_on_tricky_text() {
 fn hand_checked_ids() {
     // From OpenAI's CLIP README / instant-clip-tokenizer docs and HF outputs checked by hand.
     assert_eq!(ids("Hi there"), [49406, 1883, 997, 49407]);
-    assert_eq!(ids("a photo of a cat"), [49406, 320, 1125, 539, 320, 2368, 49407]);
+    assert_eq!(
+        ids("a photo of a cat"),
+        [49406, 320, 1125, 539, 320, 2368, 49407]
+    );
     // Digits are single tokens; case and surrounding whitespace do not matter.
     assert_eq!(clip_token_ids("12345"), [272, 273, 274, 275, 276]);
-    assert_eq!(clip_token_ids("  HELLO   World "), clip_token_ids("hello world"));
+    assert_eq!(
+        clip_token_ids("  HELLO   World "),
+        clip_token_ids("hello world")
+    );
     // Special tokens inside text become the special ids, in any case.
     assert_eq!(clip_token_ids("x<|ENDOFTEXT|>y"), [343, 49407, 344]);
     // A zero-width space is a format character: dropped, so the words join.
@@ -142,7 +147,10 @@ fn missing_embeddings_warn_and_without_a_source_are_text() {
         .unwrap();
     assert_eq!(got.warnings.len(), 1);
     // ComfyUI drops the missing name and keeps the words after it.
-    assert_eq!(got.chunks[0][1].token, ClipToken::Id(clip_token_ids("here")[0]));
+    assert_eq!(
+        got.chunks[0][1].token,
+        ClipToken::Id(clip_token_ids("here")[0])
+    );
     let as_text = tokenizer.tokenize("embedding:two", None).unwrap();
     let want = clip_token_ids("embedding:two");
     let got_ids: Vec<ClipToken> = as_text.chunks[0][1..=want.len()]
@@ -154,15 +162,18 @@ fn missing_embeddings_warn_and_without_a_source_are_text() {
         want.into_iter().map(ClipToken::Id).collect::<Vec<_>>()
     );
     // ComfyUI raises on a bare `embedding:`; Kiln warns and goes on.
-    let bare = tokenizer.tokenize("embedding:", Some(&FakeEmbeddings)).unwrap();
+    let bare = tokenizer
+        .tokenize("embedding:", Some(&FakeEmbeddings))
+        .unwrap();
     assert_eq!(bare.warnings.len(), 1);
 }
 
 #[test]
 fn embedding_files_are_read_from_the_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let rows = candle_core::Tensor::from_vec(vec![0.5f32; 2 * 768], (2, 768), &candle_core::Device::Cpu)
-        .unwrap();
+    let rows =
+        candle_core::Tensor::from_vec(vec![0.5f32; 2 * 768], (2, 768), &candle_core::Device::Cpu)
+            .unwrap();
     candle_core::safetensors::save(
         &std::collections::HashMap::from([("emb_params".to_string(), rows)]),
         dir.path().join("style.safetensors"),

@@ -1,6 +1,7 @@
 //! `CfgDenoiser` over tiny UNets: the CFG formula against direct model calls, cfg 1 skipping
 //! the negative side, batched evaluation equal to separate calls, areas with strength and
 //! feathering, area pairing, timestep ranges, and contexts of different lengths.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod unet_support;
 

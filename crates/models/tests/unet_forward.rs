@@ -1,6 +1,7 @@
 //! The UNet over tiny checkpoints of every family: the config read from the weights has the
 //! released model's structure, `forward` gives the latent's shape for even and odd sizes, every
 //! storage dtype runs, and bad inputs are typed errors.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod unet_support;
 

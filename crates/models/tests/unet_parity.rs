@@ -1,6 +1,7 @@
 //! Parity with ComfyUI (fixtures in `tests/fixtures/unet_*.safetensors`, see the README there):
 //! the raw UNet output and `BaseModel.apply_model`'s denoised latent of the tiny SD1, SD2-v,
 //! SDXL and SDXL-refiner checkpoints at two sigmas, and SDXL's ADM vectors.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod unet_support;
 

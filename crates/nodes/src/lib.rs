@@ -1,1 +1,50 @@
-//! placeholder
+//! `kiln-nodes`: Kiln's built-in ComfyUI node classes and the services they share.
+//!
+//! Every node is a unit struct implementing [`kiln_graph::Node`] in its own file under
+//! `nodes/`, listed once in [`builtin_registry`]. Nodes exchange the values in [`types`] under
+//! ComfyUI's type names (`LATENT` = [`Latent`], `IMAGE` = [`Image`], `CONDITIONING` =
+//! [`Conditioning`], `MODEL` = [`Model`], ...), and reach shared state (folders, planner,
+//! loaded models, `--disable-metadata`) through [`NodeServices`], which the engine passes as
+//! its services.
+//!
+//! Behaviour follows ComfyUI's `nodes.py`: the same inputs, defaults and ranges, the same
+//! resizing arithmetic (`common_upscale`, `bislerp`, Pillow's Lanczos), and `SaveImage`'s exact
+//! file naming and PNG text chunks ([`python_json_dumps`] writes what Python's `json.dumps`
+//! does).
+//!
+//! ```
+//! use kiln_nodes::builtin_registry;
+//!
+//! let registry = builtin_registry();
+//! let info = registry.object_info(&|_folder| Vec::new());
+//! assert_eq!(info["EmptyLatentImage"]["category"], "latent");
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod image_io;
+mod model_cache;
+mod node_util;
+pub mod nodes;
+mod png_output;
+mod python_json;
+mod registry;
+mod resample;
+mod save_images;
+mod save_path;
+mod services;
+#[cfg(test)]
+mod testing;
+pub mod types;
+
+pub use error::NodesError;
+pub use image_io::{decode_image, file_sha256, list_input_files, DecodedImage};
+pub use model_cache::{ModelCache, ModelKey};
+pub use png_output::{read_png_text, to_u8, write_png, Pixels8};
+pub use python_json::{python_float_repr, python_json_dumps};
+pub use registry::builtin_registry;
+pub use resample::{common_upscale, Crop, Planes, UpscaleMethod};
+pub use save_images::metadata_chunks;
+pub use save_path::{expand_tokens, normpath, save_image_path, LocalTime, SaveTarget};
+pub use services::{NodeServices, NodeServicesBuilder, PreviewMethod, INPUT_FILES, INPUT_IMAGES};
+pub use types::{CondEntry, CondMeta, Clip, Conditioning, Image, Latent, Mask, Model, Vae};

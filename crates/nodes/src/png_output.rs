@@ -4,7 +4,7 @@
 //! is complete.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::NodesError;
@@ -67,11 +67,8 @@ pub fn write_png(
     };
     let temporary = temporary_path(path);
     let result = (|| -> Result<(), NodesError> {
-        let file = File::create(&temporary).map_err(|source| NodesError::Io {
-            path: temporary.clone(),
-            source,
-        })?;
-        let mut encoder = png::Encoder::new(BufWriter::new(file), width, height);
+        let mut encoded = Vec::new();
+        let mut encoder = png::Encoder::new(&mut encoded, width, height);
         encoder.set_color(color);
         encoder.set_depth(png::BitDepth::Eight);
         encoder.set_deflate_compression(if compress_level == 0 {
@@ -90,14 +87,17 @@ pub fn write_png(
         writer
             .write_image_data(&pixels.data)
             .map_err(|e| encode_error(e.to_string()))?;
-        let mut inner = writer
-            .into_inner()
-            .map_err(|e| encode_error(e.to_string()))?;
-        inner.flush().map_err(|source| NodesError::Io {
+        writer.finish().map_err(|e| encode_error(e.to_string()))?;
+        let mut file = File::create(&temporary).map_err(|source| NodesError::Io {
             path: temporary.clone(),
             source,
         })?;
-        Ok(())
+        file.write_all(&encoded)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| NodesError::Io {
+                path: temporary.clone(),
+                source,
+            })
     })();
     match result {
         Ok(()) => std::fs::rename(&temporary, path).map_err(|source| {

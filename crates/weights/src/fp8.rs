@@ -10,14 +10,14 @@
 //! Both encoders round to nearest, ties to even. They differ only in what happens to values
 //! beyond the largest finite code:
 //!
-//! * [`f32_to_e4m3fn`] / [`f32_to_e5m2`] follow PyTorch's `tensor.to(torch.float8_e4m3fn)` /
-//!   `.to(torch.float8_e5m2)` (c10 `Float8_e4m3fn.h`, `Float8_e5m2.h`): **not saturating**. For
-//!   e4m3fn anything that rounds above 448 (that is `|x| > 464`, and ±inf) becomes NaN (`0x7F`
-//!   with the input's sign); for e5m2 anything that rounds above 57344 (`|x| >= 61440`) becomes
-//!   ±inf. Use these to reproduce files PyTorch/ComfyUI would write.
+//! * [`f32_to_e4m3fn`] / [`f32_to_e5m2`] follow PyTorch 2.15's `tensor.to(torch.float8_e4m3fn)`
+//!   / `.to(torch.float8_e5m2)` byte for byte (checked against torch-written fixtures in
+//!   `tests/foreign_files.rs`): e4m3fn saturates anything that rounds above 448 (and ±inf) to
+//!   ±448 (PyTorch PR #178817; older PyTorch gave NaN); e5m2 turns anything that rounds above
+//!   57344 (`|x| >= 61440`) into ±inf. NaN is `0x7F` with the input's sign in both formats.
 //! * [`f32_to_e4m3fn_saturating`] / [`f32_to_e5m2_saturating`] clamp to ±448 / ±57344 (±inf too),
 //!   as NVIDIA's `__NV_SATFINITE` conversion and the `float8` crate's `from_f32` do. Use these when
-//!   quantising weights yourself: one outlier must not become NaN.
+//!   quantising weights yourself: one outlier must not become infinite.
 //!
 //! NaN inputs become the format's NaN with the input's sign in both variants.
 
@@ -47,7 +47,8 @@ const E5M2: Layout = Layout {
     bias: 15,
     max_finite: 0x7B,
     overflow: 0x7C,
-    nan: 0x7E,
+    // PyTorch writes NaN as 0x7F (`f_bits > fp32_inf ? 0x7F : 0x7C` in c10's Float8_e5m2.h).
+    nan: 0x7F,
 };
 
 /// Builds the `f32` bit pattern of an fp8 code's magnitude from its exponent and mantissa fields
@@ -176,10 +177,11 @@ fn encode(value: f32, layout: Layout, saturate: bool) -> u8 {
     sign | code
 }
 
-/// Encodes to e4m3fn like PyTorch's `.to(torch.float8_e4m3fn)`: round to nearest even; values
-/// that round past 448 (and ±inf) become NaN. See the module docs.
+/// Encodes to e4m3fn like current PyTorch's `.to(torch.float8_e4m3fn)` (2.15+, PyTorch PR
+/// #178817): round to nearest even; values that round past 448 and ±inf saturate to ±448, NaN
+/// stays NaN. (Earlier PyTorch turned overflow into NaN; saturating is what a checkpoint wants.)
 pub fn f32_to_e4m3fn(value: f32) -> u8 {
-    encode(value, E4M3FN, false)
+    encode(value, E4M3FN, true)
 }
 
 /// Encodes to e4m3fn, round to nearest even, clamping overflow (and ±inf) to ±448.
@@ -329,9 +331,11 @@ mod tests {
     #[test]
     fn overflow_follows_pytorch_or_saturates() {
         assert_eq!(f32_to_e4m3fn(464.0), 0x7E); // tie to even: 448
-        assert_eq!(f32_to_e4m3fn(470.0), 0x7F); // rounds to 480: NaN, as in PyTorch
-        assert_eq!(f32_to_e4m3fn(-1e6), 0xFF);
-        assert_eq!(f32_to_e4m3fn(f32::INFINITY), 0x7F);
+        assert_eq!(f32_to_e4m3fn(470.0), 0x7E); // rounds to 480: saturates, as PyTorch 2.15
+        assert_eq!(f32_to_e4m3fn(-1e6), 0xFE);
+        assert_eq!(f32_to_e4m3fn(f32::INFINITY), 0x7E);
+        assert_eq!(f32_to_e4m3fn(f32::NAN), 0x7F);
+        assert_eq!(f32_to_e5m2(f32::NAN), 0x7F);
         assert_eq!(f32_to_e4m3fn_saturating(470.0), 0x7E);
         assert_eq!(f32_to_e4m3fn_saturating(f32::NEG_INFINITY), 0xFE);
         assert_eq!(f32_to_e5m2(61440.0), 0x7C);

@@ -203,6 +203,12 @@ const ALLOW_LIST: &[(&str, &str, Global)] = &[
         "UntypedStorage",
         Global::StorageType(StorageDType::U8),
     ),
+    // torch ≥ 2.1 pickles byte storages (fp8 tensors among them) under this path.
+    (
+        "torch.storage",
+        "UntypedStorage",
+        Global::StorageType(StorageDType::U8),
+    ),
     (
         "torch.nn.parameter",
         "Parameter",

@@ -13,21 +13,21 @@ use serde_json::json;
 
 /// What the test nodes share through `ExecutionContext::services`.
 #[derive(Default)]
-pub struct TestServices {
+pub(crate) struct TestServices {
     /// Node ids in the order they executed.
-    pub log: Mutex<Vec<String>>,
+    pub(crate) log: Mutex<Vec<String>>,
     /// Set by tests so `Slow` can interrupt mid-run.
-    pub interrupt: Mutex<Option<InterruptFlag>>,
+    pub(crate) interrupt: Mutex<Option<InterruptFlag>>,
     /// `Random`'s counter.
-    pub counter: Mutex<i128>,
+    pub(crate) counter: Mutex<i128>,
 }
 
 impl TestServices {
-    pub fn executed(&self) -> Vec<String> {
+    pub(crate) fn executed(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn clear_log(&self) {
+    pub(crate) fn clear_log(&self) {
         self.log.lock().unwrap().clear();
     }
 }
@@ -273,7 +273,7 @@ static HASHES_TABLE: std::sync::OnceLock<Mutex<HashMap<String, String>>> =
     std::sync::OnceLock::new();
 
 /// Sets the fingerprint `FileHash` reports for `name`.
-pub fn set_hash(name: &str, hash: &str) {
+pub(crate) fn set_hash(name: &str, hash: &str) {
     table()
         .lock()
         .unwrap()
@@ -338,7 +338,7 @@ impl Node for Slow {
 }
 
 /// Every test node, registered once.
-pub fn registry() -> NodeRegistry {
+pub(crate) fn registry() -> NodeRegistry {
     let mut registry = NodeRegistry::new();
     registry.register(Constant).unwrap();
     registry.register(Add).unwrap();
@@ -356,7 +356,7 @@ pub fn registry() -> NodeRegistry {
 }
 
 /// Dynamic combo lists for tests: `files` has three entries, `many` has 25.
-pub fn folders(key: &str) -> Vec<String> {
+pub(crate) fn folders(key: &str) -> Vec<String> {
     match key {
         "files" => vec!["a.png".into(), "b.png".into(), "sub/c.png".into()],
         "many" => (0..25).map(|i| format!("f{i}")).collect(),

@@ -1,7 +1,7 @@
 //! Shared by the UNet tests: tiny checkpoints from `kiln-test-checkpoints`, detected, planned for
 //! the simulated CPU profile and loaded into a `Weights` handle, as the engine does.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +12,19 @@ use kiln_models::{Attention, Unet, Weights};
 use kiln_runtime::{simulated_profile, AttentionKernel, PlanOptions, Planner, WeightStore};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
 
-/// The diffusion model of a freshly written tiny checkpoint.
+/// The diffusion model of a freshly written tiny single-file checkpoint.
 pub(crate) fn load_weights(family: Family, storage: Storage, dir: &Path) -> Weights {
-    let spec = CheckpointSpec::new(family, storage, Packaging::SingleFile);
+    load_packaged(family, storage, Packaging::SingleFile, dir)
+}
+
+/// The diffusion model of a freshly written tiny checkpoint in `packaging`.
+pub(crate) fn load_packaged(
+    family: Family,
+    storage: Storage,
+    packaging: Packaging,
+    dir: &Path,
+) -> Weights {
+    let spec = CheckpointSpec::new(family, storage, packaging);
     let path = write(&spec, dir).unwrap();
     let checkpoint = Checkpoint::open(&path).unwrap();
     let profile = simulated_profile("cpu").unwrap();

@@ -120,15 +120,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parallel_vectors_blend_their_norms_linearly() {
-        // Two cells whose channel vectors point the same way: the result keeps the direction
-        // and interpolates the length, i.e. plain linear interpolation.
+    fn parallel_vectors_take_the_first_neighbour() {
+        // ComfyUI's edge case: normalised dot > 1 - 1e-5 returns b1 unchanged, so vectors
+        // pointing the same way are not blended at all.
         let input = Planes::new(1, 2, 1, 2, vec![1.0, 3.0, 1.0, 3.0]).unwrap();
         let out = bislerp(&input, 1, 4);
-        let bilinear = interpolate::bilinear(&input, 1, 4);
-        for (a, b) in out.data.iter().zip(&bilinear.data) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
+        // Columns sample [0, 0.25, 0.75, 1] -> first neighbours 0, 0, 0, 1.
+        assert_eq!(out.data, vec![1.0, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 3.0]);
     }
 
     #[test]

@@ -192,13 +192,15 @@ mod tests {
     }
 
     #[test]
-    fn bicubic_upscale_keeps_a_linear_ramp_inside() {
-        // Cubic convolution reproduces linear functions away from the clamped border.
+    fn bicubic_uses_keys_kernel_with_a_minus_0_75() {
+        // Output 4 of 8 -> 16 samples at 0.5 * 4.5 - 0.5 = 1.75: taps 0..=3 with weights
+        // W(1.75), W(0.75), W(0.25), W(1.25) = -0.03515625, 0.26171875, 0.87890625,
+        // -0.10546875 on values 0..=3, i.e. 1.703125 (A = -0.75 does not reproduce ramps).
         let out = bicubic(&ramp(1, 8), 1, 16);
-        for x in 4..12 {
-            let want = (x as f32 + 0.5) * 0.5 - 0.5;
-            assert!((out.data[x] - want).abs() < 1e-5, "{x}: {}", out.data[x]);
-        }
+        assert!((out.data[4] - 1.703125).abs() < 1e-6, "{}", out.data[4]);
+        // Output 0 samples -0.25: taps -2, -1, 0, 1 clamp to 0, 0, 0, 1, so only value 1
+        // contributes, with W(1.25).
+        assert!((out.data[0] + 0.10546875).abs() < 1e-6, "{}", out.data[0]);
     }
 
     #[test]

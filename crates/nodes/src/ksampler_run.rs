@@ -1,0 +1,322 @@
+//! ComfyUI's `common_ksampler` → `comfy.sample.sample` → `KSampler.sample`: initial noise from
+//! the seed (per `batch_index`), sigmas for scheduler/sampler/steps/denoise, the
+//! `KSamplerAdvanced` step window, conditioning turned into guided entries (SDXL ADM vectors
+//! from the size options), classifier-free guidance over the UNet, the noise-mask blending of
+//! inpainting (`KSamplerX0Inpaint`), and per-step progress with interruption.
+
+use std::ops::ControlFlow;
+
+use candle_core::{DType, Device, Tensor};
+use kiln_detect::Architecture;
+use kiln_graph::ExecutionContext;
+use kiln_models::{
+    sdxl_adm, sdxl_refiner_adm, Attention, CfgDenoiser, GuidedCond, PromptKind, RefinerSize,
+    SdxlSize, Unet, Weights,
+};
+use kiln_sampling::samplers::{sampler_by_name, Denoiser, SamplerContext, StepInfo};
+use kiln_sampling::schedulers::scheduler_by_name;
+use kiln_sampling::{
+    ksampler_sigmas, prepare_noise, sample, ModelSampling, NormalKernel, StepRange, TorchCpuNoise,
+};
+
+use crate::error::{NodesError, TensorContext};
+use crate::resample::{common_upscale, Crop, Planes, UpscaleMethod};
+use crate::types::{Conditioning, Latent, Model, SizeConditioning};
+
+/// Everything `common_ksampler` takes besides the model, conditioning and latent.
+#[derive(Clone, Debug)]
+pub(crate) struct SamplerSettings<'a> {
+    /// The noise seed.
+    pub(crate) seed: u64,
+    /// Steps of the full schedule.
+    pub(crate) steps: usize,
+    /// Guidance scale.
+    pub(crate) cfg: f64,
+    /// Sampler combo value.
+    pub(crate) sampler_name: &'a str,
+    /// Scheduler combo value.
+    pub(crate) scheduler: &'a str,
+    /// Denoise strength.
+    pub(crate) denoise: f64,
+    /// `add_noise = disable`.
+    pub(crate) disable_noise: bool,
+    /// `KSamplerAdvanced`'s window.
+    pub(crate) window: StepRange,
+}
+
+fn sampling_error(context: &str) -> impl Fn(kiln_sampling::SamplingError) -> NodesError + '_ {
+    move |source| NodesError::Sampling {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+/// `GuidedCond`s for one side, with SDXL's ADM vectors for a latent of `height × width` cells.
+fn guided(
+    model: &Model,
+    conditioning: &Conditioning,
+    prompt: PromptKind,
+    height: usize,
+    width: usize,
+    device: &Device,
+) -> Result<Vec<GuidedCond>, NodesError> {
+    let model_error = |source| NodesError::Model {
+        context: "building SDXL size conditioning".to_owned(),
+        source,
+    };
+    conditioning
+        .entries
+        .iter()
+        .map(|entry| {
+            let y = match (model.architecture, &entry.meta.pooled) {
+                (Architecture::Sdxl, Some(pooled)) => {
+                    let size = match entry.meta.size {
+                        Some(SizeConditioning::Sdxl(size)) => size,
+                        _ => SdxlSize::for_latent(height, width),
+                    };
+                    Some(sdxl_adm(pooled, &size).map_err(model_error)?)
+                }
+                (Architecture::SdxlRefiner, Some(pooled)) => {
+                    let size = match entry.meta.size {
+                        Some(SizeConditioning::Refiner(size)) => size,
+                        _ => RefinerSize::for_latent(height, width, prompt),
+                    };
+                    Some(sdxl_refiner_adm(pooled, &size).map_err(model_error)?)
+                }
+                _ => None,
+            };
+            let y = match y {
+                Some(y) => Some(y.to_device(device).context("placing the ADM vector")?),
+                None => None,
+            };
+            Ok(GuidedCond {
+                context: entry.cond.to_device(device).context("placing the conditioning")?,
+                y,
+                area: entry.meta.area,
+                strength: entry.meta.strength,
+                start_percent: entry.meta.start_percent,
+                end_percent: entry.meta.end_percent,
+            })
+        })
+        .collect()
+}
+
+/// `comfy.sampler_helpers.prepare_mask`: the noise mask resized bilinearly to the latent,
+/// repeated over channels and to the batch size.
+fn prepare_mask(mask: &Tensor, shape: (usize, usize, usize, usize)) -> Result<Tensor, NodesError> {
+    let (batch, channels, height, width) = shape;
+    let dims = mask.dims();
+    let (mh, mw) = match dims {
+        [.., h, w] if dims.len() >= 2 => (*h, *w),
+        _ => return Err(NodesError::input("latent_image", "noise_mask must be at least 2-D")),
+    };
+    let count = mask.elem_count() / (mh * mw).max(1);
+    let planes = Planes::from_nchw(&mask.reshape((count, 1, mh, mw)).context("prepare_mask")?)?;
+    let resized = common_upscale(&planes, width, height, UpscaleMethod::Bilinear, Crop::Disabled)?;
+    let resized = resized.to_nchw()?;
+    let per_channel = Tensor::cat(&vec![&resized; channels], 1).context("prepare_mask")?;
+    let repeated = if count < batch {
+        per_channel
+            .repeat((batch.div_ceil(count), 1, 1, 1))
+            .context("prepare_mask")?
+    } else {
+        per_channel
+    };
+    repeated.narrow(0, 0, batch.min(repeated.dim(0).unwrap_or(0))).context("prepare_mask")
+}
+
+/// `KSamplerX0Inpaint`: keeps the unmasked part of the latent at the noised original, and the
+/// prediction there at the original.
+struct InpaintDenoiser<'a> {
+    inner: &'a mut dyn Denoiser,
+    sampling: &'a ModelSampling,
+    mask: Tensor,
+    keep: Tensor,
+    latent: Tensor,
+    noise: Tensor,
+}
+
+impl Denoiser for InpaintDenoiser<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> kiln_sampling::Result<Tensor> {
+        let wrap = |source| kiln_sampling::SamplingError::Tensor {
+            context: "inpainting mask",
+            source,
+        };
+        let noised = self
+            .sampling
+            .noise_scaling(sigma as f32, &self.noise, &self.latent, false)?;
+        let x = ((x * &self.mask).map_err(wrap)? + (noised * &self.keep).map_err(wrap)?)
+            .map_err(wrap)?;
+        let out = self.inner.denoise(&x, sigma)?;
+        ((out * &self.mask).map_err(wrap)? + (&self.latent * &self.keep).map_err(wrap)?)
+            .map_err(wrap)
+    }
+}
+
+fn is_all_zero(x: &Tensor) -> Result<bool, NodesError> {
+    let nonzero = x
+        .ne(0.0)
+        .and_then(|m| m.to_dtype(DType::F32))
+        .and_then(|m| m.sum_all())
+        .and_then(|s| s.to_scalar::<f32>())
+        .context("checking for an empty latent")?;
+    Ok(nonzero == 0.0)
+}
+
+/// Runs the sampler and returns the new latent.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn common_ksampler(
+    noise_kernel: NormalKernel,
+    ctx: &mut ExecutionContext<'_>,
+    model: &Model,
+    positive: &Conditioning,
+    negative: &Conditioning,
+    latent: &Latent,
+    settings: &SamplerSettings<'_>,
+) -> Result<Latent, NodesError> {
+    let (batch, channels, height, width) = latent.dims4("latent_image")?;
+    let latent_channels = model.latent_format.channels;
+    // `fix_empty_latent_channels`: an empty latent with the wrong channel count is remade.
+    let latent_image = if channels != latent_channels && is_all_zero(&latent.samples)? {
+        Tensor::zeros((batch, latent_channels, height, width), DType::F32, &Device::Cpu)
+            .context("fixing empty latent channels")?
+    } else {
+        latent.samples.to_dtype(DType::F32).context("reading the latent")?
+    };
+    let shape = latent_image.dims4().context("reading the latent")?;
+    let noise = if settings.disable_noise {
+        latent_image.zeros_like().context("zero noise")?
+    } else {
+        prepare_noise(
+            latent_image.dims(),
+            settings.seed,
+            latent.batch_index.as_deref(),
+            noise_kernel,
+        )
+        .map_err(sampling_error("drawing the initial noise"))?
+    };
+    let sampler = sampler_by_name(settings.sampler_name)
+        .map_err(sampling_error("sampler_name"))?;
+    let scheduler = scheduler_by_name(settings.scheduler).map_err(sampling_error("scheduler"))?;
+    let sigmas = ksampler_sigmas(
+        &model.sampling,
+        scheduler,
+        sampler,
+        settings.steps,
+        settings.denoise,
+    )
+    .map_err(sampling_error("computing sigmas"))?;
+    let Some(sigmas) = settings.window.apply(&sigmas) else {
+        return Ok(Latent {
+            samples: latent_image,
+            ..latent.clone()
+        });
+    };
+
+    let device = model.weights.device().clone();
+    let unet = Unet::from_weights(
+        &Weights::new(model.weights.clone()),
+        Attention::from_plan(&model.plan),
+    )
+    .map_err(|source| NodesError::Model {
+        context: "building the UNet".to_owned(),
+        source,
+    })?;
+    let positive = guided(model, positive, PromptKind::Positive, height, width, &device)?;
+    let negative = guided(model, negative, PromptKind::Negative, height, width, &device)?;
+    let mut denoiser = CfgDenoiser::new(
+        &unet,
+        model.sampling.clone(),
+        positive,
+        negative,
+        settings.cfg,
+    )
+    .map_err(|source| NodesError::Model {
+        context: "setting up guidance".to_owned(),
+        source,
+    })?;
+
+    let scaled_latent = if is_all_zero(&latent_image)? {
+        latent_image.clone()
+    } else {
+        model
+            .latent_format
+            .process_in(&latent_image)
+            .map_err(sampling_error("scaling the latent"))?
+    };
+    let mut inpaint;
+    let denoiser: &mut dyn Denoiser = match &latent.noise_mask {
+        Some(mask) => {
+            let mask = prepare_mask(mask, shape)?;
+            let keep = (1.0 - &mask).context("inverting the noise mask")?;
+            inpaint = InpaintDenoiser {
+                inner: &mut denoiser,
+                sampling: &model.sampling,
+                mask,
+                keep,
+                latent: scaled_latent,
+                noise: noise.clone(),
+            };
+            &mut inpaint
+        }
+        None => &mut denoiser,
+    };
+
+    let noise_source = TorchCpuNoise {
+        seed: settings.seed,
+        kernel: noise_kernel,
+    };
+    let mut progress = |info: &StepInfo<'_>| {
+        ctx.progress(info.step as u64 + 1, info.total as u64, None);
+        if ctx.is_interrupted() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let mut sampler_ctx = SamplerContext {
+        denoiser,
+        model_sampling: &model.sampling,
+        noise: &noise_source,
+        progress: &mut progress,
+    };
+    let samples = sample(
+        sampler,
+        &mut sampler_ctx,
+        &noise,
+        &latent_image,
+        &sigmas,
+        &model.latent_format,
+    )
+    .map_err(|source| match source {
+        kiln_sampling::SamplingError::Interrupted { .. } => NodesError::Interrupted,
+        other => NodesError::Sampling {
+            context: "sampling".to_owned(),
+            source: other,
+        },
+    })?;
+    let samples = samples
+        .to_device(&Device::Cpu)
+        .and_then(|s| s.to_dtype(DType::F32))
+        .context("moving the samples to the CPU")?;
+    Ok(Latent {
+        samples,
+        ..latent.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_resized_repeated_over_channels_and_batch() {
+        let mask = Tensor::from_vec(vec![0.0f32, 1.0, 1.0, 0.0], (1, 1, 2, 2), &Device::Cpu).unwrap();
+        let out = prepare_mask(&mask, (3, 4, 4, 4)).unwrap();
+        assert_eq!(out.dims(), &[3, 4, 4, 4]);
+        let first: Vec<f32> = out.narrow(1, 0, 1).unwrap().narrow(0, 0, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let last: Vec<f32> = out.narrow(1, 3, 1).unwrap().narrow(0, 2, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(first, last);
+        assert_eq!(first[0], 0.0);
+    }
+}

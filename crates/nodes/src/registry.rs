@@ -1,0 +1,89 @@
+//! [`builtin_registry`]: every built-in node class, listed once. `/object_info`, validation and
+//! execution all come from this list.
+
+use std::sync::Arc;
+
+use kiln_graph::{Node, NodeRegistry};
+
+use crate::nodes::{
+    conditioning_combine::ConditioningCombine, conditioning_set_area::ConditioningSetArea,
+    conditioning_zero_out::ConditioningZeroOut, empty_latent_image::EmptyLatentImage,
+    image_scale::ImageScale, image_scale_by::ImageScaleBy, latent_from_batch::LatentFromBatch,
+    latent_upscale::LatentUpscale, latent_upscale_by::LatentUpscaleBy, load_image::LoadImage,
+    load_image_mask::LoadImageMask, preview_image::PreviewImage,
+    repeat_latent_batch::RepeatLatentBatch, save_image::SaveImage,
+    set_latent_noise_mask::SetLatentNoiseMask,
+};
+
+/// The built-in node classes, in registration order (the order `/object_info` lists them).
+fn builtin_nodes() -> Vec<Arc<dyn Node>> {
+    vec![
+        Arc::new(EmptyLatentImage),
+        Arc::new(LatentUpscale),
+        Arc::new(LatentUpscaleBy),
+        Arc::new(LatentFromBatch),
+        Arc::new(RepeatLatentBatch),
+        Arc::new(SetLatentNoiseMask),
+        Arc::new(ConditioningCombine),
+        Arc::new(ConditioningSetArea),
+        Arc::new(ConditioningZeroOut),
+        Arc::new(LoadImage),
+        Arc::new(LoadImageMask),
+        Arc::new(ImageScale),
+        Arc::new(ImageScaleBy),
+        Arc::new(SaveImage),
+        Arc::new(PreviewImage),
+    ]
+}
+
+/// A registry holding every built-in node class.
+pub fn builtin_registry() -> NodeRegistry {
+    let mut registry = NodeRegistry::new();
+    for node in builtin_nodes() {
+        // Built-in schemas are fixed and tested for consistency below; a failure here would
+        // be a programming error caught by `every_builtin_registers`.
+        if let Err(error) = registry.register_arc(node) {
+            tracing::error!("built-in node not registered: {error}");
+        }
+    }
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_registers() {
+        let mut registry = NodeRegistry::new();
+        for node in builtin_nodes() {
+            registry.register_arc(node).unwrap();
+        }
+        assert_eq!(registry.len(), builtin_registry().len());
+    }
+
+    #[test]
+    fn object_info_matches_comfyui_for_core_nodes() {
+        let info = builtin_registry().object_info(&|_| vec!["x.png".to_owned()]);
+        assert_eq!(
+            info["EmptyLatentImage"]["input"]["required"]["width"],
+            serde_json::json!(["INT", {"default": 512, "min": 16, "max": 16384, "step": 8,
+                "tooltip": "The width of the latent images in pixels."}])
+        );
+        assert_eq!(
+            info["LoadImage"]["input"]["required"]["image"],
+            serde_json::json!([["x.png"], {"image_upload": true}])
+        );
+        assert_eq!(info["SaveImage"]["output_node"], true);
+        assert_eq!(
+            info["SaveImage"]["input"]["hidden"],
+            serde_json::json!({"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"})
+        );
+        assert_eq!(
+            info["LatentUpscale"]["input"]["required"]["upscale_method"][0],
+            serde_json::json!(["nearest-exact", "bilinear", "area", "bicubic", "bislerp"])
+        );
+        assert_eq!(info["LatentUpscale"]["input_order"]["required"],
+            serde_json::json!(["samples", "upscale_method", "width", "height", "crop"]));
+    }
+}
