@@ -165,12 +165,7 @@ impl Tower {
 /// Text → (cond, pooled) for a CLIPSetLastLayer value.
 type Encode<'a> = &'a dyn Fn(&str, Option<i32>) -> (Tensor, Tensor);
 
-fn check_prompts(
-    fixture: &str,
-    variant: &str,
-    clip_skip: Option<i32>,
-    encode: Encode<'_>,
-) {
+fn check_prompts(fixture: &str, variant: &str, clip_skip: Option<i32>, encode: Encode<'_>) {
     let meta = json(&format!("{fixture}.json"));
     let reference = tensors(&format!("{fixture}.safetensors"));
     let prompts = meta["prompts"].as_object().unwrap();
