@@ -6,41 +6,63 @@
 //!
 //! Main types:
 //! - [`Node`] + [`NodeSchema`] (ComfyUI's `INPUT_TYPES`/`RETURN_TYPES`/... as data, rendered
-//!   by [`NodeSchema::to_object_info`]) + [`NodeRegistry`].
+//!   by [`NodeSchema::to_object_info`]) + [`NodeRegistry`] (`/object_info` for all classes).
 //! - [`Value`] / [`TypedObject`]: what flows between nodes; [`NodeInputs`] (typed getters),
 //!   [`NodeOutput`] (values plus the UI dict), [`NodeError`].
 //! - [`ExecutionContext`]: prompt id, node id, extra data, [`InterruptFlag`], progress and
 //!   previews, and the services the nodes crate downcasts to its own type.
-//! - [`ExecutionEvent`] / [`ExecutionObserver`]: `execution_start`, `executing`, `progress`,
-//!   `executed`, ... serialisable to the WebSocket JSON.
+//! - [`Validator`] → [`ValidatedPrompt`] or [`ValidationFailure`] (the HTTP 400 body).
+//! - [`Executor`] runs an [`ExecutionRequest`], reporting [`ExecutionEvent`]s (serialisable to
+//!   the WebSocket JSON) to an [`ExecutionObserver`]; returns an [`ExecutionOutcome`] (history
+//!   `outputs`/`meta`) or an [`ExecutionFailure`].
+//! - [`workflow_to_prompt`] (UI workflow → API prompt) and [`workflow_from_png`].
+//!
+//! A node, then the whole path of a prompt:
 //!
 //! ```
+//! use std::sync::Arc;
 //! use kiln_graph::{
-//!     ExecutionContext, InputSpec, IntInput, Node, NodeError, NodeInputs, NodeOutput,
-//!     NodeRegistry, NodeSchema, OutputSpec, Value,
+//!     ExecutionContext, ExecutionEvent, ExecutionRequest, Executor, InputSpec, IntInput, Node,
+//!     NodeError, NodeInputs, NodeOutput, NodeRegistry, NodeSchema, Validator,
 //! };
 //!
-//! struct Constant;
+//! struct ShowNumber;
 //!
-//! impl Node for Constant {
+//! impl Node for ShowNumber {
 //!     fn schema(&self) -> NodeSchema {
-//!         NodeSchema::new("Constant")
+//!         NodeSchema::new("ShowNumber")
 //!             .input(InputSpec::required("value", IntInput::new(0, 0, 10)))
-//!             .output(OutputSpec::new("INT"))
+//!             .output_node()
 //!     }
 //!     fn execute(
 //!         &self,
 //!         inputs: &NodeInputs,
 //!         _ctx: &mut ExecutionContext<'_>,
 //!     ) -> Result<NodeOutput, NodeError> {
-//!         Ok(NodeOutput::new(vec![Value::Int(inputs.int("value")?.into())]))
+//!         let value = inputs.int("value")?;
+//!         Ok(NodeOutput::ui(serde_json::json!({"text": [value.to_string()]})))
 //!     }
 //! }
 //!
 //! let mut registry = NodeRegistry::new();
-//! registry.register(Constant)?;
+//! registry.register(ShowNumber)?;
 //! let info = registry.object_info(&|_folder| Vec::new());
-//! assert_eq!(info["Constant"]["input"]["required"]["value"][0], "INT");
+//! assert_eq!(info["ShowNumber"]["input"]["required"]["value"][0], "INT");
+//!
+//! let registry = Arc::new(registry);
+//! let no_folders = |_: &str| Vec::new();
+//! let prompt = serde_json::json!({"1": {"class_type": "ShowNumber", "inputs": {"value": "7"}}});
+//! let validated = Validator::new(&registry, &no_folders)
+//!     .validate(&prompt)
+//!     .map_err(|failure| failure.to_json())
+//!     .expect("valid");
+//! let mut executor = Executor::new(registry, Arc::new(()));
+//! let mut events: Vec<ExecutionEvent> = Vec::new();
+//! let outcome = executor
+//!     .execute(&ExecutionRequest::new("prompt-1", validated), &mut events)
+//!     .expect("runs");
+//! assert_eq!(outcome.outputs_json(), serde_json::json!({"1": {"text": ["7"]}}));
+//! assert!(events.last().is_some_and(ExecutionEvent::is_final));
 //! # Ok::<(), kiln_graph::GraphError>(())
 //! ```
 #![deny(missing_docs)]

@@ -216,7 +216,7 @@ fn always_nodes_rerun_with_everything_downstream() {
 #[test]
 fn fingerprinted_nodes_rerun_when_the_fingerprint_changes() {
     let mut harness = Harness::new();
-    common::set_hash("fingerprint-test.txt", "h1");
+    harness.services.set_hash("fingerprint-test.txt", "h1");
     let prompt = json!({
         "1": {"class_type": "FileHash", "inputs": {"name": "fingerprint-test.txt"}},
         "2": {"class_type": "ShowInt", "inputs": {"value": ["1", 0]}}
@@ -224,7 +224,7 @@ fn fingerprinted_nodes_rerun_when_the_fingerprint_changes() {
     harness.run("p1", &prompt).0.unwrap();
     let (_, events) = harness.run("p2", &prompt);
     assert_eq!(cached_nodes(&events), ["1", "2"]);
-    common::set_hash("fingerprint-test.txt", "h2");
+    harness.services.set_hash("fingerprint-test.txt", "h2");
     let (_, events) = harness.run("p3", &prompt);
     assert!(cached_nodes(&events).is_empty());
     assert_eq!(harness.services.executed(), ["1", "2"]);

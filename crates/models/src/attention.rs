@@ -271,21 +271,19 @@ impl Attention {
         // ComfyUI only slices when the steps divide the query length; ragged slices compute the
         // same result, so Kiln slices regardless.
         let slice = shape.q_tokens.div_ceil(steps).max(1);
+        let (q, k) = (for_scores(q, self.upcast)?, for_scores(k, self.upcast)?);
         let mut outputs = Vec::with_capacity(steps);
         let mut start = 0;
         while start < shape.q_tokens {
             let len = slice.min(shape.q_tokens - start);
             let q_part = q.narrow(2, start, len)?;
             let mask_part = mask.map(|m| narrow_queries(m, start, len)).transpose()?;
-            outputs.push(plain(&q_part, k, v, mask_part.as_ref(), self.upcast)?);
+            outputs.push(plain_scored(&q_part, &k, v, mask_part.as_ref())?);
             start += len;
         }
         let query_chunks = outputs.len();
-        let out = if query_chunks == 1 {
-            outputs.remove(0)
-        } else {
-            Tensor::cat(&outputs, 2)?
-        };
+        // `cat` of one tensor is that tensor, not a copy.
+        let out = Tensor::cat(&outputs, 2)?;
         Ok((
             out,
             AttentionTrace {
@@ -323,6 +321,7 @@ impl Attention {
                 ((shape.k_tokens as f64).sqrt() as usize).clamp(1, shape.k_tokens),
             ),
         };
+        let (q, k) = (for_scores(q, self.upcast)?, for_scores(k, self.upcast)?);
         let mut outputs = Vec::new();
         let mut kv_chunks = 1;
         let mut start = 0;
@@ -331,10 +330,9 @@ impl Attention {
             let q_part = q.narrow(2, start, len)?;
             let mask_part = mask.map(|m| narrow_queries(m, start, len)).transpose()?;
             let out = if kv_chunk >= shape.k_tokens {
-                plain(&q_part, k, v, mask_part.as_ref(), self.upcast)?
+                plain_scored(&q_part, &k, v, mask_part.as_ref())?
             } else {
-                let (out, chunks) =
-                    kv_chunked(&q_part, k, v, mask_part.as_ref(), kv_chunk, self.upcast)?;
+                let (out, chunks) = kv_chunked(&q_part, &k, v, mask_part.as_ref(), kv_chunk)?;
                 kv_chunks = chunks;
                 out
             };
@@ -342,11 +340,8 @@ impl Attention {
             start += len;
         }
         let query_chunks = outputs.len();
-        let out = if query_chunks == 1 {
-            outputs.remove(0)
-        } else {
-            Tensor::cat(&outputs, 2)?
-        };
+        // `cat` of one tensor is that tensor, not a copy.
+        let out = Tensor::cat(&outputs, 2)?;
         Ok((
             out,
             AttentionTrace {
@@ -459,8 +454,11 @@ impl HeadShape {
                 ),
             ));
         }
-        if k_tokens == 0 || head_dim == 0 {
-            return Err(input_error("k", "has no tokens or no width".to_string()));
+        if q_tokens == 0 || k_tokens == 0 || head_dim == 0 {
+            return Err(input_error(
+                "q/k",
+                format!("need tokens and width, got q {:?} and k {:?}", q.dims(), k.dims()),
+            ));
         }
         if q.dtype() != k.dtype() || q.dtype() != v.dtype() {
             return Err(input_error(
@@ -540,12 +538,12 @@ fn narrow_queries(mask: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     }
 }
 
-/// Inputs widened to f32 when upcasting half precision.
-fn score_inputs(q: &Tensor, k: &Tensor, upcast: bool) -> Result<(Tensor, Tensor)> {
-    if upcast && q.dtype() != DType::F32 {
-        Ok((q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?))
+/// `t` in the dtype scores are computed in: f32 when upcasting half precision.
+fn for_scores(t: &Tensor, upcast: bool) -> Result<Tensor> {
+    if upcast && t.dtype() != DType::F32 {
+        Ok(t.to_dtype(DType::F32)?)
     } else {
-        Ok((q.clone(), k.clone()))
+        Ok(t.clone())
     }
 }
 
@@ -567,21 +565,25 @@ fn plain(
     mask: Option<&Tensor>,
     upcast: bool,
 ) -> Result<Tensor> {
-    let (q, k) = score_inputs(q, k, upcast)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores(&q, &k, mask)?)?;
+    plain_scored(&for_scores(q, upcast)?, &for_scores(k, upcast)?, v, mask)
+}
+
+/// [`plain`] with `q` and `k` already in the score dtype.
+fn plain_scored(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let probs = candle_nn::ops::softmax_last_dim(&scores(q, k, mask)?)?;
     Ok(probs.to_dtype(v.dtype())?.matmul(v)?)
 }
 
 /// Attention of one query slice over key/value chunks of `kv_chunk` tokens, merged by their
 /// running maxima (Rabe & Staats): each chunk contributes `exp(s − m)·V` and `Σ exp(s − m)`,
-/// rescaled to the global maximum. Accumulates in f32. Returns the output and the chunk count.
+/// rescaled to the global maximum. `q` and `k` are in the score dtype; accumulates in f32.
+/// Returns the output and the chunk count.
 fn kv_chunked(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: Option<&Tensor>,
     kv_chunk: usize,
-    upcast: bool,
 ) -> Result<(Tensor, usize)> {
     let k_tokens = k.dim(2)?;
     let mut running: Option<(Tensor, Tensor, Tensor)> = None;
@@ -592,8 +594,7 @@ fn kv_chunked(
         let k_part = k.narrow(2, start, len)?;
         let v_part = v.narrow(2, start, len)?;
         let mask_part = mask.map(|m| m.narrow(3, start, len)).transpose()?;
-        let (q_s, k_s) = score_inputs(q, &k_part, upcast)?;
-        let s = scores(&q_s, &k_s, mask_part.as_ref())?;
+        let s = scores(q, &k_part, mask_part.as_ref())?;
         let chunk_max = s.max_keepdim(D::Minus1)?;
         let exp = s.broadcast_sub(&chunk_max)?.exp()?;
         let chunk_sum = exp.sum_keepdim(D::Minus1)?.to_dtype(DType::F32)?;

@@ -359,6 +359,9 @@ impl ClipTokenizer {
     fn windows(&self, groups: Vec<Group>) -> Vec<TokenChunk> {
         let config = &self.config;
         let has_end = usize::from(config.end_token.is_some());
+        let has_start = usize::from(config.start_token.is_some());
+        // A window must hold at least one token besides start and end, or filling never ends.
+        let max_length = config.max_length.max(has_start + has_end + 1);
         let pad = || WeightedToken::id(config.pad_token, 1.0);
         let new_window = || -> TokenChunk {
             let mut window = Vec::with_capacity(config.max_length);
@@ -372,12 +375,14 @@ impl ClipTokenizer {
         for mut group in groups {
             let is_large = group.len() >= MAX_WORD_LENGTH;
             while !group.is_empty() {
-                if group.len() + window.len() > config.max_length.saturating_sub(has_end) {
-                    let remaining = config
-                        .max_length
+                if group.len() + window.len() > max_length - has_end {
+                    let remaining = max_length
                         .saturating_sub(window.len())
                         .saturating_sub(has_end);
-                    if is_large {
+                    // ComfyUI loops forever on a short group that no window can hold (only
+                    // possible with short custom windows); Kiln splits it like a long one.
+                    let fresh = window.len() == has_start;
+                    if is_large || fresh {
                         let rest = group.split_off(remaining.min(group.len()));
                         window.append(&mut group);
                         group = rest;
@@ -404,8 +409,8 @@ impl ClipTokenizer {
         if let Some(extra) = config.min_padding {
             window.extend(std::iter::repeat_with(pad).take(extra));
         }
-        if config.pad_to_max_length && window.len() < config.max_length {
-            let missing = config.max_length - window.len();
+        if config.pad_to_max_length && window.len() < max_length {
+            let missing = max_length - window.len();
             window.extend(std::iter::repeat_with(pad).take(missing));
         }
         if let Some(min) = config.min_length {
@@ -472,6 +477,19 @@ mod tests {
         );
         assert_eq!(split_embeddings(""), Vec::<String>::new());
         assert_eq!(split_embeddings("aembedding:x"), ["aembedding:x"]);
+    }
+
+    #[test]
+    fn tiny_custom_windows_still_terminate() {
+        let config = TokenizerConfig {
+            max_length: 1,
+            ..TokenizerConfig::clip_l()
+        };
+        let got = ClipTokenizer::new(config)
+            .tokenize("one two three four five six seven", None)
+            .unwrap();
+        assert_eq!(got.chunks.len(), 7);
+        assert!(got.chunks.iter().all(|c| c.len() == 3));
     }
 
     #[test]

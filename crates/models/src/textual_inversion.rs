@@ -65,16 +65,19 @@ impl EmbeddingFolder {
     /// hash order; sorted is the deterministic choice).
     fn folders(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
+        // Canonical paths already walked: a symlink back up the tree must not loop forever.
+        let mut visited = std::collections::BTreeSet::new();
         let mut pending: Vec<PathBuf> = self.roots.clone();
         while let Some(dir) = pending.pop() {
-            if found.contains(&dir) {
+            let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            if !visited.insert(canonical) {
                 continue;
             }
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for entry in entries.flatten() {
                     let path = entry.path();
                     // `is_dir` follows symlinks, as ComfyUI's `os.walk(followlinks=True)`.
-                    if path.is_dir() && !found.contains(&path) {
+                    if path.is_dir() {
                         pending.push(path);
                     }
                 }
@@ -269,5 +272,16 @@ mod tests {
         assert_eq!(plain.values, vec![0.5, 0.25, 0.125]);
         assert!(folder.load("missing", "clip_l", 3).unwrap().is_none());
         assert!(folder.resolve("../plain").is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_end() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("a/up")).unwrap();
+        let folder = EmbeddingFolder::new([dir.path().to_path_buf()]);
+        assert!(folder.resolve("nothing").is_none());
+        assert_eq!(folder.folders().len(), 2);
     }
 }

@@ -23,6 +23,8 @@
 
 mod error;
 mod image_io;
+mod ksampler_run;
+mod loader;
 mod model_cache;
 mod node_util;
 pub mod nodes;
@@ -33,11 +35,14 @@ mod resample;
 mod save_images;
 mod save_path;
 mod services;
+mod text_encoding;
 #[cfg(test)]
 mod testing;
 pub mod types;
+mod vae_network;
 
 pub use error::NodesError;
+pub use loader::{load_checkpoint, LoadedCheckpoint};
 pub use image_io::{decode_image, file_sha256, list_input_files, DecodedImage};
 pub use model_cache::{ModelCache, ModelKey};
 pub use png_output::{read_png_text, to_u8, write_png, Pixels8};

@@ -6,18 +6,33 @@ use std::sync::Arc;
 use kiln_graph::{Node, NodeRegistry};
 
 use crate::nodes::{
+    checkpoint_loader_simple::CheckpointLoaderSimple, clip_set_last_layer::ClipSetLastLayer,
+    clip_text_encode::ClipTextEncode, clip_text_encode_sdxl::ClipTextEncodeSdxl,
+    clip_text_encode_sdxl_refiner::ClipTextEncodeSdxlRefiner,
     conditioning_combine::ConditioningCombine, conditioning_set_area::ConditioningSetArea,
     conditioning_zero_out::ConditioningZeroOut, empty_latent_image::EmptyLatentImage,
-    image_scale::ImageScale, image_scale_by::ImageScaleBy, latent_from_batch::LatentFromBatch,
+    image_scale::ImageScale, image_scale_by::ImageScaleBy, ksampler::KSampler,
+    ksampler_advanced::KSamplerAdvanced, latent_from_batch::LatentFromBatch,
     latent_upscale::LatentUpscale, latent_upscale_by::LatentUpscaleBy, load_image::LoadImage,
     load_image_mask::LoadImageMask, preview_image::PreviewImage,
     repeat_latent_batch::RepeatLatentBatch, save_image::SaveImage,
-    set_latent_noise_mask::SetLatentNoiseMask,
+    set_latent_noise_mask::SetLatentNoiseMask, vae_decode::VaeDecode,
+    vae_decode_tiled::VaeDecodeTiled, vae_encode::VaeEncode,
+    vae_encode_for_inpaint::VaeEncodeForInpaint, vae_encode_tiled::VaeEncodeTiled,
+    vae_loader::VaeLoader,
 };
 
 /// The built-in node classes, in registration order (the order `/object_info` lists them).
 fn builtin_nodes() -> Vec<Arc<dyn Node>> {
     vec![
+        Arc::new(KSampler),
+        Arc::new(CheckpointLoaderSimple),
+        Arc::new(ClipTextEncode),
+        Arc::new(ClipSetLastLayer),
+        Arc::new(VaeDecode),
+        Arc::new(VaeEncode),
+        Arc::new(VaeEncodeForInpaint),
+        Arc::new(VaeLoader),
         Arc::new(EmptyLatentImage),
         Arc::new(LatentUpscale),
         Arc::new(LatentUpscaleBy),
@@ -33,6 +48,11 @@ fn builtin_nodes() -> Vec<Arc<dyn Node>> {
         Arc::new(ImageScaleBy),
         Arc::new(SaveImage),
         Arc::new(PreviewImage),
+        Arc::new(KSamplerAdvanced),
+        Arc::new(VaeDecodeTiled),
+        Arc::new(VaeEncodeTiled),
+        Arc::new(ClipTextEncodeSdxl),
+        Arc::new(ClipTextEncodeSdxlRefiner),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! Tiny arithmetic nodes for testing the engine without any diffusion code.
 #![allow(dead_code, clippy::unwrap_used)] // test support: a poisoned lock or bad fixture should fail the test
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -18,11 +19,20 @@ pub(crate) struct TestServices {
     pub(crate) log: Mutex<Vec<String>>,
     /// Set by tests so `Slow` can interrupt mid-run.
     pub(crate) interrupt: Mutex<Option<InterruptFlag>>,
+    /// `FileHash` fingerprints by name.
+    pub(crate) hashes: Mutex<HashMap<String, String>>,
     /// `Random`'s counter.
     pub(crate) counter: Mutex<i128>,
 }
 
 impl TestServices {
+    pub(crate) fn set_hash(&self, name: &str, hash: &str) {
+        self.hashes
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), hash.to_owned());
+    }
+
     pub(crate) fn executed(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
@@ -260,28 +270,15 @@ impl Node for FileHash {
             inputs.string("name")?.len() as i128,
         )]))
     }
-    fn fingerprint(&self, inputs: &NodeInputs) -> Option<String> {
-        // Fingerprints see literals only; services are not reachable here, so tests use a
-        // process-wide table keyed by name.
+    fn fingerprint_with_services(
+        &self,
+        inputs: &NodeInputs,
+        services: &(dyn Any + Send + Sync),
+    ) -> Option<String> {
+        let services = services.downcast_ref::<TestServices>()?;
         let name = inputs.string("name").ok()?;
-        table().lock().unwrap().get(name).cloned()
+        services.hashes.lock().unwrap().get(name).cloned()
     }
-}
-
-/// Fingerprints for `FileHash` (tests use distinct names; they run in parallel).
-static HASHES_TABLE: std::sync::OnceLock<Mutex<HashMap<String, String>>> =
-    std::sync::OnceLock::new();
-
-/// Sets the fingerprint `FileHash` reports for `name`.
-pub(crate) fn set_hash(name: &str, hash: &str) {
-    table()
-        .lock()
-        .unwrap()
-        .insert(name.to_owned(), hash.to_owned());
-}
-
-fn table() -> &'static Mutex<HashMap<String, String>> {
-    HASHES_TABLE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 struct Fail;

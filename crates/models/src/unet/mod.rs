@@ -7,6 +7,7 @@ mod blocks;
 mod conditioning;
 mod config;
 mod denoiser;
+mod guided_cond;
 mod model;
 mod transformer;
 
@@ -15,7 +16,8 @@ pub use conditioning::{
     SDXL_SIZE_EMBEDDING_WIDTH,
 };
 pub use config::{AttentionHeads, MiddleBlock, TransformerProjection, UnetConfig};
-pub use denoiser::{CfgDenoiser, CondBatching, DiffusionModel, GuidedCond, LatentArea};
+pub use denoiser::{CfgDenoiser, CondBatching, DiffusionModel};
+pub use guided_cond::{GuidedCond, LatentArea};
 pub use model::Unet;
 
 use crate::error::{ModelError, Result};

@@ -1,11 +1,18 @@
 //! One file per node class; [`crate::builtin_registry`] lists them.
 
+pub mod checkpoint_loader_simple;
+pub mod clip_set_last_layer;
+pub mod clip_text_encode;
+pub mod clip_text_encode_sdxl;
+pub mod clip_text_encode_sdxl_refiner;
 pub mod conditioning_combine;
 pub mod conditioning_set_area;
 pub mod conditioning_zero_out;
 pub mod empty_latent_image;
 pub mod image_scale;
 pub mod image_scale_by;
+pub mod ksampler;
+pub mod ksampler_advanced;
 pub mod latent_from_batch;
 pub mod latent_upscale;
 pub mod latent_upscale_by;
@@ -15,3 +22,9 @@ pub mod preview_image;
 pub mod repeat_latent_batch;
 pub mod save_image;
 pub mod set_latent_noise_mask;
+pub mod vae_decode;
+pub mod vae_decode_tiled;
+pub mod vae_encode;
+pub mod vae_encode_for_inpaint;
+pub mod vae_encode_tiled;
+pub mod vae_loader;

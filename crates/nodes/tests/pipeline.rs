@@ -1,0 +1,84 @@
+//! A whole txt2img prompt through the real validator and executor on a tiny SD1 checkpoint:
+//! checkpoint loading, text encoding, sampling, VAE decoding and saving, plus the model cache
+//! across prompts and the sampler's per-step progress.
+
+use std::sync::Arc;
+
+use kiln_folders::FolderPaths;
+use kiln_graph::{ExecutionEvent, ExecutionRequest, Executor, Validator};
+use kiln_nodes::{builtin_registry, read_png_text, NodeServices};
+use kiln_runtime::{detect_host, PlanOptions, Planner};
+use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use serde_json::json;
+
+fn prompt(ckpt: &str, seed: u64) -> serde_json::Value {
+    json!({
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a (red:1.2) cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": 2, "cfg": 7.5,
+              "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+              "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "test", "images": ["8", 0]}}
+    })
+}
+
+#[test]
+fn tiny_sd1_txt2img_runs_end_to_end() {
+    let base = tempfile::tempdir().unwrap();
+    let checkpoints = base.path().join("models").join("checkpoints");
+    let spec = CheckpointSpec::new(Family::Sd1, Storage::F16, Packaging::SingleFile);
+    let written = write(&spec, &checkpoints).unwrap();
+    let ckpt = written.file_name().unwrap().to_str().unwrap().to_owned();
+
+    let planner = Planner::new(
+        PlanOptions {
+            cpu: true,
+            ..PlanOptions::default()
+        },
+        detect_host(),
+    );
+    let services = Arc::new(NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build());
+    let registry = Arc::new(builtin_registry());
+    let resolve = |key: &str| services.combo_options(key);
+    let validated = Validator::new(&registry, &resolve)
+        .validate(&prompt(&ckpt, 42))
+        .unwrap();
+    let mut executor = Executor::new(registry.clone(), services.clone());
+    let mut events: Vec<ExecutionEvent> = Vec::new();
+    let request = ExecutionRequest::new("p1", validated).extra_data(json!({"extra_pnginfo": {"workflow": {"k": 1}}}));
+    let outcome = executor.execute(&request, &mut events).unwrap();
+    let file = outcome.outputs["9"]["images"][0]["filename"].as_str().unwrap().to_owned();
+    assert_eq!(file, "test_00001_.png");
+    let path = services.output_directory().join(&file);
+    let chunks = read_png_text(&path).unwrap();
+    assert_eq!(chunks.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["prompt", "workflow"]);
+    assert_eq!(chunks[1].1, r#"{"k": 1}"#);
+    let steps: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            ExecutionEvent::Progress { node, value, max, .. } if node == "3" => Some((*value, *max)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [(1, 2), (2, 2)]);
+    assert_eq!(services.models().len(), 1);
+
+    // Same seed again with another prefix-free run: the cache serves the loader, and the new
+    // seed changes the image.
+    let validated = Validator::new(&registry, &resolve)
+        .validate(&prompt(&ckpt, 43))
+        .unwrap();
+    let outcome = executor
+        .execute(&ExecutionRequest::new("p2", validated), &mut events)
+        .unwrap();
+    assert!(outcome.cached.contains(&"4".to_owned()));
+    let second = outcome.outputs["9"]["images"][0]["filename"].as_str().unwrap().to_owned();
+    assert_eq!(second, "test_00002_.png");
+    let a = std::fs::read(&path).unwrap();
+    let b = std::fs::read(services.output_directory().join(&second)).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(services.models().len(), 1);
+}
