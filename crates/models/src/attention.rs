@@ -457,7 +457,11 @@ impl HeadShape {
         if q_tokens == 0 || k_tokens == 0 || head_dim == 0 {
             return Err(input_error(
                 "q/k",
-                format!("need tokens and width, got q {:?} and k {:?}", q.dims(), k.dims()),
+                format!(
+                    "need tokens and width, got q {:?} and k {:?}",
+                    q.dims(),
+                    k.dims()
+                ),
             ));
         }
         if q.dtype() != k.dtype() || q.dtype() != v.dtype() {

@@ -204,10 +204,10 @@ fn sd1_text_encoder_equals_comfyui_with_and_without_clip_skip() {
 
 #[test]
 fn sd2_text_encoder_equals_comfyui() {
-    // Values depend only on (seed, component, name), so the standalone ViT-H file holds the
-    // SD2 checkpoint's text encoder.
+    // The fixtures' own checkpoint, whose ViT-H is stored in open_clip layout (fused
+    // `in_proj_weight`), split into q/k/v by the key map.
     let weights = load(
-        CheckpointSpec::new(Family::OpenClipH, Storage::F32, Packaging::Standalone),
+        CheckpointSpec::new(Family::Sd2V, Storage::F32, Packaging::SingleFile),
         ComponentKind::OpenClipH,
     );
     let tower = Tower {
@@ -221,6 +221,8 @@ fn sd2_text_encoder_equals_comfyui() {
 
 #[test]
 fn sdxl_and_refiner_text_encoders_equal_comfyui() {
+    // Values depend only on (seed, component, name), so the standalone files hold the SDXL
+    // checkpoint's text encoders (and load faster than the whole f32 checkpoint).
     let l = Tower {
         encoder: encoder(
             load(

@@ -404,6 +404,44 @@ impl WeightStore {
         })
     }
 
+    /// A copy in which each tensor of `replacements` (internal name → new value) is held
+    /// natively: in its former native dtype when it was held natively, otherwise in the compute
+    /// dtype, placed where the original was (the compute device, or host memory when streamed).
+    /// Every other tensor is shared with `self`. Used to merge LoRA deltas into weights.
+    /// Fails on a name the store does not hold or a shape that differs from the original.
+    pub fn with_replaced(
+        &self,
+        replacements: BTreeMap<String, Tensor>,
+    ) -> Result<WeightStore, RuntimeError> {
+        let mut tensors = self.tensors.clone();
+        for (name, value) in replacements {
+            let old = self.held(&name)?;
+            if value.shape() != old.shape() {
+                return Err(RuntimeError::TransformShape {
+                    tensor: name,
+                    transform: "replacement".to_string(),
+                    shape: value.dims().to_vec(),
+                });
+            }
+            let dtype = match old {
+                HeldTensor::Native(tensor) => tensor.dtype(),
+                _ => self.compute,
+            };
+            let placed = value
+                .to_device(&old.device())
+                .and_then(|t| t.to_dtype(dtype))
+                .map_err(RuntimeError::candle(format!("replacing weight `{name}`")))?;
+            tensors.insert(name, HeldTensor::Native(placed));
+        }
+        Ok(WeightStore {
+            component: self.component,
+            compute: self.compute,
+            device: self.device.clone(),
+            load_mode: self.load_mode,
+            tensors,
+        })
+    }
+
     /// The compute device.
     pub fn device(&self) -> &Device {
         &self.device

@@ -5,8 +5,10 @@ mod doctor;
 mod human;
 mod inspect;
 mod resolve;
+mod run;
 mod testgen;
 
 pub use doctor::doctor;
 pub use inspect::inspect;
+pub use run::run;
 pub use testgen::testgen;
