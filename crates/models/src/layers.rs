@@ -48,6 +48,7 @@ impl Linear {
 
     /// Applies the layer to `x` of shape `[…, in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = &row_major(x)?;
         let y = match &self.quantized {
             Some(q) => {
                 // candle's quantised matmul computes in f32; keep the caller's dtype around it.
@@ -326,5 +327,25 @@ impl Embedding {
     /// The whole table (for textual-inversion splicing and weight tying).
     pub fn table(&self) -> Result<Tensor> {
         self.weights.get("weight")
+    }
+}
+
+/// `x` itself when its strides are plain row-major, else a copy that is.
+///
+/// candle 0.11's CPU matmul misreads a strided view with a size-1 dimension (one token taken
+/// from a transposed tensor), and `contiguous()` does not copy such a view because its layout
+/// counts as contiguous. Matmul inputs therefore go through here.
+pub(crate) fn row_major(x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let mut expected = vec![0usize; dims.len()];
+    let mut step = 1usize;
+    for (slot, &dim) in expected.iter_mut().zip(dims).rev() {
+        *slot = step;
+        step *= dim;
+    }
+    if x.stride() == expected.as_slice() && x.layout().start_offset() == 0 {
+        Ok(x.clone())
+    } else {
+        Ok(x.force_contiguous()?)
     }
 }

@@ -25,6 +25,7 @@ mod error;
 mod image_io;
 mod ksampler_run;
 mod loader;
+mod lora;
 mod model_cache;
 mod node_util;
 pub mod nodes;

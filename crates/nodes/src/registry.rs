@@ -14,7 +14,8 @@ use crate::nodes::{
     image_scale::ImageScale, image_scale_by::ImageScaleBy, ksampler::KSampler,
     ksampler_advanced::KSamplerAdvanced, latent_from_batch::LatentFromBatch,
     latent_upscale::LatentUpscale, latent_upscale_by::LatentUpscaleBy, load_image::LoadImage,
-    load_image_mask::LoadImageMask, preview_image::PreviewImage,
+    load_image_mask::LoadImageMask, lora_loader::LoraLoader,
+    lora_loader_model_only::LoraLoaderModelOnly, preview_image::PreviewImage,
     repeat_latent_batch::RepeatLatentBatch, save_image::SaveImage,
     set_latent_noise_mask::SetLatentNoiseMask, vae_decode::VaeDecode,
     vae_decode_tiled::VaeDecodeTiled, vae_encode::VaeEncode,
@@ -33,6 +34,7 @@ fn builtin_nodes() -> Vec<Arc<dyn Node>> {
         Arc::new(VaeEncode),
         Arc::new(VaeEncodeForInpaint),
         Arc::new(VaeLoader),
+        Arc::new(LoraLoader),
         Arc::new(EmptyLatentImage),
         Arc::new(LatentUpscale),
         Arc::new(LatentUpscaleBy),
@@ -53,6 +55,7 @@ fn builtin_nodes() -> Vec<Arc<dyn Node>> {
         Arc::new(VaeEncodeTiled),
         Arc::new(ClipTextEncodeSdxl),
         Arc::new(ClipTextEncodeSdxlRefiner),
+        Arc::new(LoraLoaderModelOnly),
     ]
 }
 

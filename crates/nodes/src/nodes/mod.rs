@@ -18,6 +18,8 @@ pub mod latent_upscale;
 pub mod latent_upscale_by;
 pub mod load_image;
 pub mod load_image_mask;
+pub mod lora_loader;
+pub mod lora_loader_model_only;
 pub mod preview_image;
 pub mod repeat_latent_batch;
 pub mod save_image;
