@@ -167,12 +167,12 @@ impl<'a> Validator<'a> {
                 .map(|error| format!("{}: {}", error.message, error.details))
                 .collect();
             return Err(ValidationFailure {
-                error: ValidationError::new(
+                error: Box::new(ValidationError::new(
                     ValidationErrorType::PromptOutputsFailedValidation,
                     "Prompt outputs failed validation",
                     details.join("\n"),
                     json!({}),
-                ),
+                )),
                 node_errors,
             });
         }
@@ -232,7 +232,9 @@ fn top_level(
     extra_info: Json,
 ) -> ValidationFailure {
     ValidationFailure {
-        error: ValidationError::new(error_type, message, details, extra_info),
+        error: Box::new(ValidationError::new(
+            error_type, message, details, extra_info,
+        )),
         node_errors: NodeErrors::new(),
     }
 }

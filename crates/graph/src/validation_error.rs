@@ -157,8 +157,8 @@ pub fn node_errors_to_json(node_errors: &NodeErrors) -> Json {
 /// A prompt that cannot be queued: the HTTP 400 body.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidationFailure {
-    /// The top-level error.
-    pub error: ValidationError,
+    /// The top-level error (boxed: failures travel in `Result`s and should stay small).
+    pub error: Box<ValidationError>,
     /// Per-node errors.
     pub node_errors: NodeErrors,
 }

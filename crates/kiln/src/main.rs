@@ -44,11 +44,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             cli.simulate_device.as_deref(),
             folders(cli).as_ref(),
         ),
-        Some(Command::Run(_)) => {
-            eprintln!(
-                "kiln: `kiln run` is not implemented yet (see issue: text-to-image for SD1.x, SD2.x and SDXL)"
-            );
-            Ok(ExitCode::from(NOT_AVAILABLE))
+        Some(Command::Run(args)) => {
+            commands::run(args, &cli.global, cli.simulate_device.as_deref())
         }
         Some(Command::Testgen(args)) => commands::testgen(args),
     }

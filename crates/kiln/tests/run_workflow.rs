@@ -3,6 +3,8 @@
 //! `workflow` text chunks; that PNG run again gives the same pixels; bad workflows fail with
 //! the node and input named, a non-zero exit and nothing written.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -74,9 +76,7 @@ fn stderr(output: &Output) -> String {
 /// ComfyUI's default SD1 graph (UI format) at 64×64 and 2 steps.
 fn default_workflow(ckpt: &str) -> Value {
     let link = |name: &str, ty: &str, link: u32| json!({"name": name, "type": ty, "link": link});
-    let out = |name: &str, ty: &str, links: &[u32], slot: u32| {
-        json!({"name": name, "type": ty, "links": links, "slot_index": slot})
-    };
+    let out = |name: &str, ty: &str, links: &[u32], slot: u32| json!({"name": name, "type": ty, "links": links, "slot_index": slot});
     json!({
         "last_node_id": 9,
         "last_link_id": 9,
@@ -166,7 +166,11 @@ fn default_workflow_saves_a_png_that_reproduces_itself() {
     let workflow_chunk: Value = serde_json::from_str(&chunks[1].1).unwrap();
     assert_eq!(workflow_chunk, default_workflow(&base.ckpt));
     // Python json.dumps separators.
-    assert!(chunks[0].1.contains("\"class_type\": \"KSampler\""), "{}", chunks[0].1);
+    assert!(
+        chunks[0].1.contains("\"class_type\": \"KSampler\""),
+        "{}",
+        chunks[0].1
+    );
 
     let again = base.kiln(&["run", saved.to_str().unwrap()]);
     assert!(again.status.success(), "{}", stderr(&again));
@@ -179,20 +183,40 @@ fn default_workflow_saves_a_png_that_reproduces_itself() {
 fn set_overrides_change_the_result_and_disable_metadata_drops_chunks() {
     let base = Base::new();
     let prompt = base.write_json("api.json", &api_prompt(&base.ckpt));
-    let out = base.kiln(&["--disable-metadata", "run", &prompt, "--set", "3.seed=6", "--set", "9.filename_prefix=sub/x"]);
+    let out = base.kiln(&[
+        "--disable-metadata",
+        "run",
+        &prompt,
+        "--set",
+        "3.seed=6",
+        "--set",
+        "9.filename_prefix=sub/x",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let saved = base.output().join("sub").join("x_00001_.png");
     let (chunks, _) = png_chunks_and_pixels(&saved);
     assert!(chunks.is_empty());
     let unknown = base.kiln(&["run", &prompt, "--set", "3.sed=6"]);
     assert!(!unknown.status.success());
-    assert!(stderr(&unknown).contains("no input 'sed'"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("no input 'sed'"),
+        "{}",
+        stderr(&unknown)
+    );
     let bad_node = base.kiln(&["run", &prompt, "--set", "42.seed=6"]);
     assert!(!bad_node.status.success());
-    assert!(stderr(&bad_node).contains("no node '42'"), "{}", stderr(&bad_node));
+    assert!(
+        stderr(&bad_node).contains("no node '42'"),
+        "{}",
+        stderr(&bad_node)
+    );
     let bad_value = base.kiln(&["run", &prompt, "--set", "3.steps=many"]);
     assert!(!bad_value.status.success());
-    assert!(stderr(&bad_value).contains("not an integer"), "{}", stderr(&bad_value));
+    assert!(
+        stderr(&bad_value).contains("not an integer"),
+        "{}",
+        stderr(&bad_value)
+    );
 }
 
 #[test]
@@ -202,7 +226,11 @@ fn bad_workflows_fail_clearly_and_write_nothing() {
     let malformed = base.path().join("broken.json");
     std::fs::write(&malformed, b"{\"3\": {\"class_type\": ").unwrap();
     std::fs::create_dir_all(base.path().join("input")).unwrap();
-    std::fs::write(base.path().join("input").join("fake.png"), b"this is not a png").unwrap();
+    std::fs::write(
+        base.path().join("input").join("fake.png"),
+        b"this is not a png",
+    )
+    .unwrap();
     let load_image = base.write_json(
         "load.json",
         &json!({
@@ -212,17 +240,37 @@ fn bad_workflows_fail_clearly_and_write_nothing() {
     );
 
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["run", malformed.to_str().unwrap()], vec!["not valid JSON"]),
+        (
+            vec!["run", malformed.to_str().unwrap()],
+            vec!["not valid JSON"],
+        ),
         (
             vec!["run", &prompt, "--set", "4.ckpt_name=missing.safetensors"],
-            vec!["node 4 (CheckpointLoaderSimple)", "ckpt_name", "missing.safetensors"],
+            vec![
+                "node 4 (CheckpointLoaderSimple)",
+                "ckpt_name",
+                "missing.safetensors",
+            ],
         ),
         (
-            vec!["run", &prompt, "--set", "5.width=100000", "--set", "5.height=100000"],
+            vec![
+                "run",
+                &prompt,
+                "--set",
+                "5.width=100000",
+                "--set",
+                "5.height=100000",
+            ],
             vec!["node 5 (EmptyLatentImage)", "'width'", "100000"],
         ),
-        (vec!["run", &prompt, "--set", "3.steps=-3"], vec!["node 3 (KSampler)", "'steps'"]),
-        (vec!["run", &load_image], vec!["node 1 (LoadImage)", "'image'"]),
+        (
+            vec!["run", &prompt, "--set", "3.steps=-3"],
+            vec!["node 3 (KSampler)", "'steps'"],
+        ),
+        (
+            vec!["run", &load_image],
+            vec!["node 1 (LoadImage)", "'image'"],
+        ),
     ];
     for (args, needles) in cases {
         let out = base.kiln(&args);
@@ -231,6 +279,10 @@ fn bad_workflows_fail_clearly_and_write_nothing() {
         for needle in needles {
             assert!(err.contains(needle), "{args:?}: `{needle}` not in:\n{err}");
         }
-        assert!(base.outputs().is_empty(), "{args:?} wrote {:?}", base.outputs());
+        assert!(
+            base.outputs().is_empty(),
+            "{args:?} wrote {:?}",
+            base.outputs()
+        );
     }
 }

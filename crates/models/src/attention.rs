@@ -234,6 +234,16 @@ impl Attention {
         }
     }
 
+    /// Bytes per attention score as the memory rules count them: 4 when upcasting a
+    /// half-precision input, else the input's own element size.
+    fn score_element_bytes(&self, dtype: DType) -> usize {
+        if self.upcast && dtype != DType::F32 {
+            4
+        } else {
+            dtype.size_in_bytes()
+        }
+    }
+
     fn split(
         &self,
         q: &Tensor,
@@ -242,11 +252,7 @@ impl Attention {
         mask: Option<&Tensor>,
         shape: &HeadShape,
     ) -> Result<(Tensor, AttentionTrace)> {
-        let element = if self.upcast && q.dtype() != DType::F32 {
-            4
-        } else {
-            q.dtype().size_in_bytes()
-        };
+        let element = self.score_element_bytes(q.dtype());
         let (modifier, max_steps) = match self.split_rule {
             SplitRule::CrossAttention => (3.0, 64),
             SplitRule::Vae if q.dtype().size_in_bytes() == 2 => (3.0, 128),
@@ -302,11 +308,7 @@ impl Attention {
         mask: Option<&Tensor>,
         shape: &HeadShape,
     ) -> Result<(Tensor, AttentionTrace)> {
-        let bytes = if self.upcast && q.dtype() != DType::F32 {
-            4
-        } else {
-            q.dtype().size_in_bytes()
-        };
+        let bytes = self.score_element_bytes(q.dtype());
         let free = self.budget.free_bytes(q.device()) as f64;
         let batch_heads = (shape.batch * shape.heads) as f64;
         let fitting = [4096usize, 2048, 1024, 512, 256]

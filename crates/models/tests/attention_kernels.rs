@@ -3,10 +3,13 @@
 //! and sub-quadratic attention really chunk (checked through the returned trace).
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use candle_core::{DType, Device, Tensor};
 use kiln_models::{
     attention, attention_heads, Attention, AttentionKernel, AttentionTrace, MemoryBudget, SplitRule,
 };
+use support::max_abs_diff;
 
 const KERNELS: [AttentionKernel; 5] = [
     AttentionKernel::Plain,
@@ -28,20 +31,6 @@ fn random(shape: &[usize], seed: u64) -> Tensor {
         })
         .collect();
     Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Runs `kernel` on `[B, H, T, D]` inputs with `budget` and returns the output and trace.
@@ -86,7 +75,7 @@ fn all_kernels_match_plain_on_odd_sizes() {
                     assert_eq!(kernel, AttentionKernel::Split);
                     continue;
                 };
-                let diff = max_diff(&got, &want);
+                let diff = max_abs_diff(&got, &want);
                 assert!(diff < 1e-5, "{kernel:?} budget {budget} case {i}: {diff}");
             }
         }
@@ -111,7 +100,7 @@ fn split_slices_queries_by_the_comfyui_memory_rule() {
         let (got, trace) = run(AttentionKernel::Split, budget, &q, &k, &v, None);
         assert_eq!(trace.kernel, AttentionKernel::Split);
         assert_eq!(trace.query_chunks, slices, "budget {budget}");
-        assert!(max_diff(&got, &want) < 1e-5);
+        assert!(max_abs_diff(&got, &want) < 1e-5);
     }
     // The VAE rule (2.5× for f32) needs less.
     let (_, trace) = Attention::new(AttentionKernel::Split)
@@ -149,7 +138,7 @@ fn sub_quadratic_picks_query_chunks_then_kv_chunks() {
             (query_chunks, kv_chunks),
             "budget {budget}"
         );
-        assert!(max_diff(&got, &want) < 1e-5);
+        assert!(max_abs_diff(&got, &want) < 1e-5);
     }
 }
 
@@ -173,7 +162,7 @@ fn masks_broadcast_and_survive_chunking() {
         for kernel in KERNELS {
             for budget in [u64::MAX, 8192] {
                 let (got, _) = run(kernel, budget, &q, &k, &v, Some(mask));
-                let diff = max_diff(&got, &want);
+                let diff = max_abs_diff(&got, &want);
                 assert!(diff < 1e-5, "{kernel:?} mask {:?}: {diff}", mask.dims());
             }
         }
@@ -212,7 +201,7 @@ fn flat_layout_equals_split_heads() {
     for kernel in KERNELS {
         let flat = attention(&q, &k, &v, heads, None, kernel, false).unwrap();
         assert_eq!(flat.dims(), [b, t, heads * d]);
-        assert!(max_diff(&flat, &merged) < 1e-5, "{kernel:?}");
+        assert!(max_abs_diff(&flat, &merged) < 1e-5, "{kernel:?}");
     }
 }
 
@@ -236,19 +225,19 @@ fn f16_kernels_agree_with_and_without_upcast() {
                 .with_budget(MemoryBudget::Bytes(budget))
                 .forward_heads(&q16, &k16, &v16, None)
                 .unwrap();
-            assert!(max_diff(&got, &plain_up) < 2e-2, "{kernel:?} {budget}");
-            assert!(max_diff(&got, &exact) < 3e-2, "{kernel:?} {budget}");
+            assert!(max_abs_diff(&got, &plain_up) < 2e-2, "{kernel:?} {budget}");
+            assert!(max_abs_diff(&got, &exact) < 3e-2, "{kernel:?} {budget}");
         }
     }
     let no_upcast = attention_heads(&q16, &k16, &v16, None, AttentionKernel::Plain, false).unwrap();
-    assert!(max_diff(&no_upcast, &exact) < 0.2);
+    assert!(max_abs_diff(&no_upcast, &exact) < 0.2);
     for kernel in KERNELS {
         let got = Attention::new(kernel)
             .with_budget(MemoryBudget::Bytes(1024))
             .forward_heads(&q16, &k16, &v16, None)
             .unwrap();
         assert_eq!(got.dtype(), DType::F16);
-        assert!(max_diff(&got, &no_upcast) < 2e-2, "{kernel:?}");
+        assert!(max_abs_diff(&got, &no_upcast) < 2e-2, "{kernel:?}");
     }
 }
 

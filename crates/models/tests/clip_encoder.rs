@@ -3,35 +3,23 @@
 //! clip skip, textual-inversion splicing, SDXL's two encoders, and f16/fp8 storage.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use kiln_detect::{Checkpoint, ComponentKind};
+use kiln_detect::ComponentKind;
 use kiln_models::{
     concat_sdxl_text, Attention, AttentionKernel, ClipConfig, ClipLayer, ClipTextEncoder,
     ClipToken, ClipTokenizer, ClipUsage, TokenizerConfig, Weights,
 };
-use kiln_runtime::{simulated, PlanOptions, Planner, WeightStore};
-use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use kiln_test_checkpoints::{CheckpointSpec, Family, Packaging, Storage};
+use support::load_component;
 
 /// Loads `kind` of a tiny checkpoint as planned for the simulated `profile`, on the CPU.
 fn load(spec: CheckpointSpec, kind: ComponentKind, profile: &str) -> (Weights, Attention) {
-    let dir = tempfile::tempdir().unwrap();
-    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
-    let planner = Planner::new(PlanOptions::default(), simulated(profile).unwrap());
-    let plan = planner.plan(checkpoint.detection()).unwrap();
-    let component = plan.component(kind).unwrap();
-    let store = WeightStore::load(
-        &checkpoint,
-        component,
-        planner.profile_for(component.device),
-        &Device::Cpu,
-    )
-    .unwrap();
-    (
-        Weights::new(Arc::new(store)),
-        Attention::from_plan(component),
-    )
+    let (store, attention) = load_component(&spec, kind, profile);
+    (Weights::new(Arc::new(store)), attention)
 }
 
 /// Tiny presets use 16-wide heads.

@@ -3,19 +3,21 @@
 //! the tiny SD1, SD2-v, SDXL and SDXL-refiner text encoders, within 1e-4 in f32.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use kiln_detect::{Checkpoint, ComponentKind};
+use kiln_detect::ComponentKind;
 use kiln_models::{
     concat_sdxl_text, ClipConfig, ClipTextEncoder, ClipToken, ClipTokenizer, ClipUsage,
     EmbeddingFolder, TokenizerConfig, Weights,
 };
-use kiln_runtime::{simulated, PlanOptions, Planner, WeightStore};
-use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use kiln_test_checkpoints::{CheckpointSpec, Family, Packaging, Storage};
 use serde_json::Value;
+use support::{load_component, max_abs, max_abs_diff};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -97,19 +99,7 @@ fn tokenizer_windows_equal_comfyui() {
 }
 
 fn load(spec: CheckpointSpec, kind: ComponentKind) -> Weights {
-    let dir = tempfile::tempdir().unwrap();
-    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
-    let planner = Planner::new(PlanOptions::default(), simulated("cpu").unwrap());
-    let plan = planner.plan(checkpoint.detection()).unwrap();
-    let component = plan.component(kind).unwrap();
-    let store = WeightStore::load(
-        &checkpoint,
-        component,
-        planner.profile_for(component.device),
-        &Device::Cpu,
-    )
-    .unwrap();
-    Weights::new(Arc::new(store))
+    Weights::new(Arc::new(load_component(&spec, kind, "cpu").0))
 }
 
 /// The fixtures fix CLIP heads at width / 16.
@@ -121,25 +111,8 @@ fn encoder(weights: Weights, kind: ComponentKind, usage: ClipUsage) -> ClipTextE
 
 fn assert_close(got: &Tensor, want: &Tensor, context: &str) {
     assert_eq!(got.dims(), want.dims(), "{context}");
-    let want_max = want
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let diff = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let want_max = max_abs(want);
+    let diff = max_abs_diff(got, want);
     assert!(
         diff <= 1e-4 * want_max.max(1.0),
         "{context}: max |diff| {diff} (max |ref| {want_max})"

@@ -3,6 +3,7 @@
 //! feathering, area pairing, timestep ranges, and contexts of different lengths.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod support;
 mod unet_support;
 
 use candle_core::{Device, Tensor};
@@ -10,7 +11,8 @@ use kiln_models::{CfgDenoiser, CondBatching, GuidedCond, LatentArea, Unet};
 use kiln_sampling::samplers::Denoiser;
 use kiln_sampling::{ModelSampling, Prediction};
 use kiln_test_checkpoints::{Family, Storage};
-use unet_support::{adm_for, context_for, load_unet, max_abs_diff, pattern};
+use support::max_abs_diff;
+use unet_support::{adm_for, context_for, load_unet, pattern};
 
 fn sampling() -> ModelSampling {
     ModelSampling::discrete(Prediction::Eps)

@@ -3,6 +3,7 @@
 //! storage dtype runs, and bad inputs are typed errors.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod support;
 mod unet_support;
 
 use candle_core::{DType, Device, Tensor};
@@ -10,7 +11,8 @@ use kiln_models::{
     AttentionHeads, MiddleBlock, ModelError, TransformerProjection, Unet, UnetConfig,
 };
 use kiln_test_checkpoints::{Family, Storage};
-use unet_support::{adm_for, all_finite, context_for, load_unet, max_abs_diff, pattern};
+use support::max_abs_diff;
+use unet_support::{adm_for, all_finite, context_for, load_unet, pattern};
 
 /// The released config with the tiny checkpoints' widths.
 fn tiny(

@@ -3,6 +3,7 @@
 //! SDXL and SDXL-refiner checkpoints at two sigmas, and SDXL's ADM vectors.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod support;
 mod unet_support;
 
 use std::collections::HashMap;
@@ -15,24 +16,14 @@ use kiln_models::{
 use kiln_sampling::samplers::Denoiser;
 use kiln_sampling::{ModelSampling, Prediction};
 use kiln_test_checkpoints::{Family, Storage};
-use unet_support::{load_unet, max_abs_diff};
+use support::{max_abs, max_abs_diff};
+use unet_support::load_unet;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(format!("{name}.safetensors"));
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// `|a − b| ≤ 1e-4` absolute and relative to the reference's largest value.

@@ -4,6 +4,7 @@
 //! SDXL refiner, img2img, KSamplerAdvanced windows and cfg 1.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod support;
 mod unet_support;
 
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use kiln_sampling::{
 };
 use kiln_test_checkpoints::{Family, Storage};
 use serde_json::Value;
-use unet_support::{load_unet, max_abs_diff};
+use support::{max_abs, max_abs_diff};
+use unet_support::load_unet;
 
 const SEED: u64 = 42;
 const LATENT_SHAPE: [usize; 4] = [1, 4, 8, 8];
@@ -121,17 +123,6 @@ struct Case {
     denoise: f64,
     add_noise: bool,
     window: Option<StepRange>,
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// `|a − b| ≤ 5e-4 · max|ref|` (the README suggests 1e-3; ComfyUI itself moves by 1.5e-4 across

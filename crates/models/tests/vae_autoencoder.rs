@@ -2,29 +2,21 @@
 //! layout and cropping, f16 files and f16 compute, and tiled decoding/encoding.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use kiln_detect::{Checkpoint, ComponentKind};
+use kiln_detect::ComponentKind;
 use kiln_models::{AutoencoderKl, Tiling, VaeConfig, Weights};
-use kiln_runtime::{simulated, PlanOptions, Planner, WeightStore};
-use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use kiln_runtime::WeightStore;
+use kiln_test_checkpoints::{CheckpointSpec, Family, Packaging, Storage};
+use support::{load_component, max_abs_diff};
 
 fn store(family: Family, storage: Storage) -> WeightStore {
     let spec = CheckpointSpec::new(family, storage, Packaging::Standalone);
-    let dir = tempfile::tempdir().unwrap();
-    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
-    let planner = Planner::new(PlanOptions::default(), simulated("cpu").unwrap());
-    let plan = planner.plan(checkpoint.detection()).unwrap();
-    let component = plan.component(ComponentKind::Vae).unwrap();
-    WeightStore::load(
-        &checkpoint,
-        component,
-        planner.profile_for(component.device),
-        &Device::Cpu,
-    )
-    .unwrap()
+    load_component(&spec, ComponentKind::Vae, "cpu").0
 }
 
 fn vae(store: WeightStore) -> AutoencoderKl {
@@ -49,20 +41,6 @@ fn latent(channels: usize, h: usize, w: usize) -> Tensor {
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 2.0)
         .collect();
     Tensor::from_vec(values, (1, channels, h, w), &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn mean_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -113,7 +91,7 @@ fn encode_drops_alpha_and_center_crops_to_multiples_of_eight() {
         .narrow(3, 0, 3)
         .unwrap();
     let want = vae.encode(&cropped).unwrap();
-    assert_eq!(max_diff(&got, &want), 0.0);
+    assert_eq!(max_abs_diff(&got, &want), 0.0);
     assert!(vae.encode(&image(4, 16, 3)).is_err());
     assert!(vae.encode(&image(16, 16, 2)).is_err());
 }
@@ -128,7 +106,7 @@ fn f16_storage_and_f16_compute_stay_close_to_f32() {
     let half_store = store(Family::Vae4, Storage::F16);
     let half_weights = vae(half_store);
     let got = half_weights.decode(&z).unwrap();
-    let diff = max_diff(&got, &want);
+    let diff = max_abs_diff(&got, &want);
     assert!(diff > 0.0 && diff < 1e-2, "f16 storage: {diff}");
 
     // The whole network in f16 (GroupNorm statistics still in f32).
@@ -143,10 +121,10 @@ fn f16_storage_and_f16_compute_stay_close_to_f32() {
     assert_eq!(f16_vae.dtype(), DType::F16);
     let got = f16_vae.decode(&z).unwrap();
     assert_eq!(got.dtype(), DType::F32);
-    let diff = max_diff(&got, &want);
+    let diff = max_abs_diff(&got, &want);
     assert!(diff < 5e-2, "f16 compute: {diff}");
     let encoded = f16_vae.encode(&image(32, 32, 3)).unwrap();
-    let diff = max_diff(&encoded, &reference.encode(&image(32, 32, 3)).unwrap());
+    let diff = max_abs_diff(&encoded, &reference.encode(&image(32, 32, 3)).unwrap());
     assert!(diff < 5e-2, "f16 encode: {diff}");
 }
 
@@ -166,11 +144,11 @@ fn tiles_covering_the_input_reproduce_plain_decoding_and_encoding() {
             },
         )
         .unwrap();
-    assert!(max_diff(&tiled, &plain) < 1e-5);
+    assert!(max_abs_diff(&tiled, &plain) < 1e-5);
     let pixels = image(32, 48, 3);
     let plain = vae.encode(&pixels).unwrap();
     let tiled = vae.encode_tiled(&pixels, Tiling::encode_default()).unwrap();
-    assert!(max_diff(&tiled, &plain) < 1e-5);
+    assert!(max_abs_diff(&tiled, &plain) < 1e-5);
 }
 
 #[test]

@@ -3,15 +3,17 @@
 //! attention kernel.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use kiln_detect::{Checkpoint, ComponentKind};
+use kiln_detect::ComponentKind;
 use kiln_models::{Attention, AttentionKernel, AutoencoderKl, MemoryBudget, VaeConfig, Weights};
-use kiln_runtime::{simulated, PlanOptions, Planner, WeightStore};
-use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use kiln_test_checkpoints::{CheckpointSpec, Family, Packaging, Storage};
+use support::{load_component, max_abs_diff};
 
 fn reference() -> HashMap<String, Tensor> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae.safetensors");
@@ -21,18 +23,7 @@ fn reference() -> HashMap<String, Tensor> {
 /// The SD1 checkpoint's VAE, the one the fixtures were made with.
 fn vae() -> (AutoencoderKl, Attention) {
     let spec = CheckpointSpec::new(Family::Sd1, Storage::F32, Packaging::SingleFile);
-    let dir = tempfile::tempdir().unwrap();
-    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
-    let planner = Planner::new(PlanOptions::default(), simulated("cpu").unwrap());
-    let plan = planner.plan(checkpoint.detection()).unwrap();
-    let component = plan.component(ComponentKind::Vae).unwrap();
-    let store = WeightStore::load(
-        &checkpoint,
-        component,
-        planner.profile_for(component.device),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (store, attention) = load_component(&spec, ComponentKind::Vae, "cpu");
     let weights = Weights::new(Arc::new(store));
     let config = VaeConfig::from_weights(&weights).unwrap();
     assert_eq!(
@@ -42,7 +33,6 @@ fn vae() -> (AutoencoderKl, Attention) {
             ..VaeConfig::sd()
         }
     );
-    let attention = Attention::from_plan(component);
     (
         AutoencoderKl::new(weights, config)
             .unwrap()
@@ -51,33 +41,19 @@ fn vae() -> (AutoencoderKl, Attention) {
     )
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn decode_and_encode_equal_comfyui() {
     let reference = reference();
     let (vae, planned) = vae();
     assert_eq!(planned.kernel(), AttentionKernel::Split);
     let image = vae.decode(&reference["decode.latent"]).unwrap();
-    let diff = max_diff(&image, &reference["decode.image"]);
+    let diff = max_abs_diff(&image, &reference["decode.image"]);
     assert!(diff <= 1e-4, "decode: {diff}");
     let latent = vae.encode(&reference["encode.image"]).unwrap();
     let want = &reference["encode.latent"];
     let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
     let scale = scale.to_scalar::<f32>().unwrap().max(1.0);
-    let diff = max_diff(&latent, want);
+    let diff = max_abs_diff(&latent, want);
     assert!(diff <= 1e-4 * scale, "encode: {diff}");
 }
 
@@ -98,7 +74,7 @@ fn every_attention_kernel_and_tight_memory_decode_the_same() {
             .with_attention(Attention::new(kernel))
             .decode(latent)
             .unwrap();
-        assert!(max_diff(&got, want) <= 1e-4, "{kernel:?}");
+        assert!(max_abs_diff(&got, want) <= 1e-4, "{kernel:?}");
     }
     // A tiny budget makes split attention slice and decoding go one sample at a time.
     let tight = vae
@@ -107,5 +83,5 @@ fn every_attention_kernel_and_tight_memory_decode_the_same() {
         )
         .with_budget(MemoryBudget::Bytes(4096));
     let got = tight.decode(latent).unwrap();
-    assert!(max_diff(&got, want) <= 1e-4);
+    assert!(max_abs_diff(&got, want) <= 1e-4);
 }

@@ -71,7 +71,7 @@ pub enum NodesError {
         input: String,
         /// The folder crate's error.
         #[source]
-        source: kiln_folders::FoldersError,
+        source: Box<kiln_folders::FoldersError>,
     },
     /// A checkpoint could not be detected.
     #[error("{}: {source}", path.display())]
@@ -80,7 +80,7 @@ pub enum NodesError {
         path: PathBuf,
         /// The detector's error.
         #[source]
-        source: kiln_detect::DetectError,
+        source: Box<kiln_detect::DetectError>,
     },
     /// Planning or loading weights failed.
     #[error("{}: {source}", path.display())]
@@ -89,7 +89,7 @@ pub enum NodesError {
         path: PathBuf,
         /// The runtime's error.
         #[source]
-        source: kiln_runtime::RuntimeError,
+        source: Box<kiln_runtime::RuntimeError>,
     },
     /// A model failed to build or run.
     #[error("{context}: {source}")]
@@ -98,7 +98,7 @@ pub enum NodesError {
         context: String,
         /// The model crate's error.
         #[source]
-        source: kiln_models::ModelError,
+        source: Box<kiln_models::ModelError>,
     },
     /// Scheduling or sampling failed.
     #[error("{context}: {source}")]
@@ -107,7 +107,7 @@ pub enum NodesError {
         context: String,
         /// The sampling crate's error.
         #[source]
-        source: kiln_sampling::SamplingError,
+        source: Box<kiln_sampling::SamplingError>,
     },
     /// A tensor operation failed.
     #[error("tensor operation failed in {context}: {source}")]
@@ -167,10 +167,11 @@ impl From<NodesError> for NodeError {
     fn from(error: NodesError) -> Self {
         match error {
             NodesError::Interrupted => NodeError::Interrupted,
-            NodesError::Sampling {
-                source: kiln_sampling::SamplingError::Interrupted { .. },
-                ..
-            } => NodeError::Interrupted,
+            NodesError::Sampling { source, .. }
+                if matches!(*source, kiln_sampling::SamplingError::Interrupted { .. }) =>
+            {
+                NodeError::Interrupted
+            }
             other => NodeError::Failed {
                 exception_type: other.exception_type().to_owned(),
                 message: other.to_string(),

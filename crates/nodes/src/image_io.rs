@@ -11,8 +11,8 @@ use crate::error::NodesError;
 
 /// Extensions Python's `mimetypes` maps to `image/*` (ComfyUI's `filter_files_content_types`).
 const IMAGE_EXTENSIONS: &[&str] = &[
-    "png", "jpg", "jpeg", "jpe", "gif", "bmp", "webp", "tif", "tiff", "ico", "svg", "avif",
-    "heic", "heif", "pbm", "pgm", "ppm", "pnm", "ras", "rgb", "xbm", "xpm", "xwd", "ief",
+    "png", "jpg", "jpeg", "jpe", "gif", "bmp", "webp", "tif", "tiff", "ico", "svg", "avif", "heic",
+    "heif", "pbm", "pgm", "ppm", "pnm", "ras", "rgb", "xbm", "xpm", "xwd", "ief",
 ];
 
 /// The plain files directly in `dir` (not in subfolders), sorted; with `images_only`, those
@@ -85,7 +85,8 @@ pub fn decode_image(path: &Path, input: &str) -> Result<DecodedImage, NodesError
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut decoded = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(e.to_string()))?;
+    let mut decoded =
+        DynamicImage::from_decoder(decoder).map_err(|e| decode_error(e.to_string()))?;
     decoded.apply_orientation(orientation);
     Ok(convert(&decoded))
 }
@@ -164,7 +165,10 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("sub.png")).unwrap();
         assert_eq!(list_input_files(dir.path(), true), ["a.JPG", "b.png"]);
-        assert_eq!(list_input_files(dir.path(), false), ["a.JPG", "b.png", "notes.txt"]);
+        assert_eq!(
+            list_input_files(dir.path(), false),
+            ["a.JPG", "b.png", "notes.txt"]
+        );
     }
 
     #[test]
@@ -212,8 +216,8 @@ mod tests {
         let mut writer = encoder.write_header().unwrap();
         // Big-endian TIFF header, one IFD entry: tag 0x0112 (Orientation), SHORT, 1, value 6.
         let exif: Vec<u8> = vec![
-            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0,
-            0, 0,
+            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0,
+            0,
         ];
         writer.write_chunk(png::chunk::eXIf, &exif).unwrap();
         writer.write_image_data(&[255, 0, 0, 0, 0, 255]).unwrap();

@@ -47,7 +47,7 @@ pub(crate) struct SamplerSettings<'a> {
 fn sampling_error(context: &str) -> impl Fn(kiln_sampling::SamplingError) -> NodesError + '_ {
     move |source| NodesError::Sampling {
         context: context.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -62,7 +62,7 @@ fn guided(
 ) -> Result<Vec<GuidedCond>, NodesError> {
     let model_error = |source| NodesError::Model {
         context: "building SDXL size conditioning".to_owned(),
-        source,
+        source: Box::new(source),
     };
     conditioning
         .entries
@@ -90,7 +90,10 @@ fn guided(
                 None => None,
             };
             Ok(GuidedCond {
-                context: entry.cond.to_device(device).context("placing the conditioning")?,
+                context: entry
+                    .cond
+                    .to_device(device)
+                    .context("placing the conditioning")?,
                 y,
                 area: entry.meta.area,
                 strength: entry.meta.strength,
@@ -108,11 +111,22 @@ fn prepare_mask(mask: &Tensor, shape: (usize, usize, usize, usize)) -> Result<Te
     let dims = mask.dims();
     let (mh, mw) = match dims {
         [.., h, w] if dims.len() >= 2 => (*h, *w),
-        _ => return Err(NodesError::input("latent_image", "noise_mask must be at least 2-D")),
+        _ => {
+            return Err(NodesError::input(
+                "latent_image",
+                "noise_mask must be at least 2-D",
+            ))
+        }
     };
     let count = mask.elem_count() / (mh * mw).max(1);
     let planes = Planes::from_nchw(&mask.reshape((count, 1, mh, mw)).context("prepare_mask")?)?;
-    let resized = common_upscale(&planes, width, height, UpscaleMethod::Bilinear, Crop::Disabled)?;
+    let resized = common_upscale(
+        &planes,
+        width,
+        height,
+        UpscaleMethod::Bilinear,
+        Crop::Disabled,
+    )?;
     let resized = resized.to_nchw()?;
     let per_channel = Tensor::cat(&vec![&resized; channels], 1).context("prepare_mask")?;
     let repeated = if count < batch {
@@ -122,7 +136,9 @@ fn prepare_mask(mask: &Tensor, shape: (usize, usize, usize, usize)) -> Result<Te
     } else {
         per_channel
     };
-    repeated.narrow(0, 0, batch.min(repeated.dim(0).unwrap_or(0))).context("prepare_mask")
+    repeated
+        .narrow(0, 0, batch.min(repeated.dim(0).unwrap_or(0)))
+        .context("prepare_mask")
 }
 
 /// `KSamplerX0Inpaint`: keeps the unmasked part of the latent at the noised original, and the
@@ -178,10 +194,17 @@ pub(crate) fn common_ksampler(
     let latent_channels = model.latent_format.channels;
     // `fix_empty_latent_channels`: an empty latent with the wrong channel count is remade.
     let latent_image = if channels != latent_channels && is_all_zero(&latent.samples)? {
-        Tensor::zeros((batch, latent_channels, height, width), DType::F32, &Device::Cpu)
-            .context("fixing empty latent channels")?
+        Tensor::zeros(
+            (batch, latent_channels, height, width),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .context("fixing empty latent channels")?
     } else {
-        latent.samples.to_dtype(DType::F32).context("reading the latent")?
+        latent
+            .samples
+            .to_dtype(DType::F32)
+            .context("reading the latent")?
     };
     let shape = latent_image.dims4().context("reading the latent")?;
     let noise = if settings.disable_noise {
@@ -195,8 +218,7 @@ pub(crate) fn common_ksampler(
         )
         .map_err(sampling_error("drawing the initial noise"))?
     };
-    let sampler = sampler_by_name(settings.sampler_name)
-        .map_err(sampling_error("sampler_name"))?;
+    let sampler = sampler_by_name(settings.sampler_name).map_err(sampling_error("sampler_name"))?;
     let scheduler = scheduler_by_name(settings.scheduler).map_err(sampling_error("scheduler"))?;
     let sigmas = ksampler_sigmas(
         &model.sampling,
@@ -220,10 +242,24 @@ pub(crate) fn common_ksampler(
     )
     .map_err(|source| NodesError::Model {
         context: "building the UNet".to_owned(),
-        source,
+        source: Box::new(source),
     })?;
-    let positive = guided(model, positive, PromptKind::Positive, height, width, &device)?;
-    let negative = guided(model, negative, PromptKind::Negative, height, width, &device)?;
+    let positive = guided(
+        model,
+        positive,
+        PromptKind::Positive,
+        height,
+        width,
+        &device,
+    )?;
+    let negative = guided(
+        model,
+        negative,
+        PromptKind::Negative,
+        height,
+        width,
+        &device,
+    )?;
     let mut denoiser = CfgDenoiser::new(
         &unet,
         model.sampling.clone(),
@@ -233,7 +269,7 @@ pub(crate) fn common_ksampler(
     )
     .map_err(|source| NodesError::Model {
         context: "setting up guidance".to_owned(),
-        source,
+        source: Box::new(source),
     })?;
 
     let scaled_latent = if is_all_zero(&latent_image)? {
@@ -292,7 +328,7 @@ pub(crate) fn common_ksampler(
         kiln_sampling::SamplingError::Interrupted { .. } => NodesError::Interrupted,
         other => NodesError::Sampling {
             context: "sampling".to_owned(),
-            source: other,
+            source: Box::new(other),
         },
     })?;
     let samples = samples
@@ -311,11 +347,28 @@ mod tests {
 
     #[test]
     fn mask_is_resized_repeated_over_channels_and_batch() {
-        let mask = Tensor::from_vec(vec![0.0f32, 1.0, 1.0, 0.0], (1, 1, 2, 2), &Device::Cpu).unwrap();
+        let mask =
+            Tensor::from_vec(vec![0.0f32, 1.0, 1.0, 0.0], (1, 1, 2, 2), &Device::Cpu).unwrap();
         let out = prepare_mask(&mask, (3, 4, 4, 4)).unwrap();
         assert_eq!(out.dims(), &[3, 4, 4, 4]);
-        let first: Vec<f32> = out.narrow(1, 0, 1).unwrap().narrow(0, 0, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let last: Vec<f32> = out.narrow(1, 3, 1).unwrap().narrow(0, 2, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let first: Vec<f32> = out
+            .narrow(1, 0, 1)
+            .unwrap()
+            .narrow(0, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let last: Vec<f32> = out
+            .narrow(1, 3, 1)
+            .unwrap()
+            .narrow(0, 2, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(first, last);
         assert_eq!(first[0], 0.0);
     }

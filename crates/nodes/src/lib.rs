@@ -36,15 +36,15 @@ mod resample;
 mod save_images;
 mod save_path;
 mod services;
-mod text_encoding;
 #[cfg(test)]
 mod testing;
+mod text_encoding;
 pub mod types;
 mod vae_network;
 
 pub use error::NodesError;
-pub use loader::{load_checkpoint, LoadedCheckpoint};
 pub use image_io::{decode_image, file_sha256, list_input_files, DecodedImage};
+pub use loader::{load_checkpoint, LoadedCheckpoint};
 pub use model_cache::{ModelCache, ModelKey};
 pub use png_output::{read_png_text, to_u8, write_png, Pixels8};
 pub use python_json::{python_float_repr, python_json_dumps};
@@ -53,4 +53,4 @@ pub use resample::{common_upscale, Crop, Planes, UpscaleMethod};
 pub use save_images::metadata_chunks;
 pub use save_path::{expand_tokens, normpath, save_image_path, LocalTime, SaveTarget};
 pub use services::{NodeServices, NodeServicesBuilder, PreviewMethod, INPUT_FILES, INPUT_IMAGES};
-pub use types::{CondEntry, CondMeta, Clip, Conditioning, Image, Latent, Mask, Model, Vae};
+pub use types::{Clip, CondEntry, CondMeta, Conditioning, Image, Latent, Mask, Model, Vae};

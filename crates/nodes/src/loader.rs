@@ -49,7 +49,11 @@ fn encoder_order(architecture: Architecture) -> &'static [ComponentKind] {
         Architecture::Sdxl => &[ComponentKind::ClipL, ComponentKind::ClipG],
         Architecture::SdxlRefiner => &[ComponentKind::ClipG],
         Architecture::Sd2 => &[ComponentKind::OpenClipH],
-        _ => &[ComponentKind::ClipL, ComponentKind::ClipG, ComponentKind::OpenClipH],
+        _ => &[
+            ComponentKind::ClipL,
+            ComponentKind::ClipG,
+            ComponentKind::OpenClipH,
+        ],
     }
 }
 
@@ -60,7 +64,7 @@ fn load_component(
 ) -> Result<Arc<WeightStore>, NodesError> {
     let runtime = |source| NodesError::Runtime {
         path: checkpoint.path().to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let profile = services.planner().profile_for(plan.device);
     let device = services.device_for(plan).map_err(runtime)?;
@@ -76,13 +80,15 @@ pub fn load_checkpoint(
     let options = format!("checkpoint {:?}", services.planner().options());
     services
         .models()
-        .get_or_load(ModelKey::new(path, options), || load_uncached(services, path))
+        .get_or_load(ModelKey::new(path, options), || {
+            load_uncached(services, path)
+        })
 }
 
 fn load_uncached(services: &NodeServices, path: &Path) -> Result<LoadedCheckpoint, NodesError> {
     let checkpoint = Checkpoint::open(path).map_err(|source| NodesError::Detect {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     let detection = checkpoint.detection().clone();
     let plan = services
@@ -90,7 +96,7 @@ fn load_uncached(services: &NodeServices, path: &Path) -> Result<LoadedCheckpoin
         .plan(&detection)
         .map_err(|source| NodesError::Runtime {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
     tracing::info!(
         "loading {} ({} {}) for {}",

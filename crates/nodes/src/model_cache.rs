@@ -50,7 +50,10 @@ impl ModelCache {
     where
         T: Any + Send + Sync,
     {
-        if let Some(found) = self.lookup(&key).and_then(|entry| entry.downcast::<T>().ok()) {
+        if let Some(found) = self
+            .lookup(&key)
+            .and_then(|entry| entry.downcast::<T>().ok())
+        {
             return Ok(found);
         }
         let loaded = Arc::new(load()?);

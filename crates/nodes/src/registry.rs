@@ -106,7 +106,9 @@ mod tests {
             info["LatentUpscale"]["input"]["required"]["upscale_method"][0],
             serde_json::json!(["nearest-exact", "bilinear", "area", "bicubic", "bislerp"])
         );
-        assert_eq!(info["LatentUpscale"]["input_order"]["required"],
-            serde_json::json!(["samples", "upscale_method", "width", "height", "crop"]));
+        assert_eq!(
+            info["LatentUpscale"]["input_order"]["required"],
+            serde_json::json!(["samples", "upscale_method", "width", "height", "crop"])
+        );
     }
 }

@@ -29,7 +29,10 @@ pub(crate) struct SaveOptions<'a> {
 
 /// The text chunks ComfyUI writes: `prompt` = `json.dumps(prompt)` when a prompt is given,
 /// then one chunk per key of `extra_pnginfo` in its order.
-pub fn metadata_chunks(prompt: Option<&Json>, extra_pnginfo: Option<&Json>) -> Vec<(String, String)> {
+pub fn metadata_chunks(
+    prompt: Option<&Json>,
+    extra_pnginfo: Option<&Json>,
+) -> Vec<(String, String)> {
     let mut chunks = Vec::new();
     if let Some(prompt) = prompt.filter(|p| !p.is_null()) {
         chunks.push(("prompt".to_owned(), python_json_dumps(prompt)));
@@ -59,7 +62,13 @@ pub(crate) fn save_images(
 ) -> Result<Json, NodesError> {
     let (batch, height, width, channels) = images.dims4("images")?;
     let planes = Planes::from_nhwc(&images.pixels)?;
-    let target = save_image_path(filename_prefix, options.folder, width, height, &LocalTime::now())?;
+    let target = save_image_path(
+        filename_prefix,
+        options.folder,
+        width,
+        height,
+        &LocalTime::now(),
+    )?;
     let mut results = Vec::with_capacity(batch);
     let text: &[(String, String)] = if options.metadata { chunks } else { &[] };
     for b in 0..batch {
@@ -78,7 +87,12 @@ pub(crate) fn save_images(
             data,
         };
         let file = target.file_name(b);
-        write_png(&target.folder.join(&file), &pixels, text, options.compress_level)?;
+        write_png(
+            &target.folder.join(&file),
+            &pixels,
+            text,
+            options.compress_level,
+        )?;
         results.push(json!({
             "filename": file,
             "subfolder": target.subfolder,

@@ -185,10 +185,7 @@ pub fn save_image_path(
             .filter_map(Result::ok)
             .filter_map(|entry| entry.file_name().into_string().ok())
             .map(|name| map_filename(&name, prefix_chars))
-            .filter(|(_, head)| {
-                head.strip_suffix('_')
-                    .is_some_and(|stem| stem == filename)
-            })
+            .filter(|(_, head)| head.strip_suffix('_').is_some_and(|stem| stem == filename))
             .max()
             .map_or(1, |(digits, _)| digits + 1),
         Err(_) => {
@@ -239,7 +236,12 @@ mod tests {
     #[test]
     fn tokens_expand_with_padding() {
         assert_eq!(
-            expand_tokens("%year%-%month%-%day%_%hour%%minute%%second%_%width%x%height%", 64, 32, &NOON),
+            expand_tokens(
+                "%year%-%month%-%day%_%hour%%minute%%second%_%width%x%height%",
+                64,
+                32,
+                &NOON
+            ),
             "2025-03-07_090501_64x32"
         );
         assert_eq!(expand_tokens("plain", 1, 1, &NOON), "plain");
@@ -268,7 +270,8 @@ mod tests {
     #[test]
     fn subfolders_are_created_and_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let target = save_image_path("renders/day1/cat_%batch_num%", dir.path(), 8, 8, &NOON).unwrap();
+        let target =
+            save_image_path("renders/day1/cat_%batch_num%", dir.path(), 8, 8, &NOON).unwrap();
         assert_eq!(target.subfolder, "renders/day1");
         assert!(target.folder.is_dir());
         assert_eq!(target.counter, 1);
@@ -281,14 +284,20 @@ mod tests {
         let out = dir.path().join("output");
         for prefix in ["../evil", "/etc/evil", "a/../../evil"] {
             let err = save_image_path(prefix, &out, 8, 8, &NOON).unwrap_err();
-            assert!(matches!(err, NodesError::OutsideOutputFolder { .. }), "{prefix}");
+            assert!(
+                matches!(err, NodesError::OutsideOutputFolder { .. }),
+                "{prefix}"
+            );
         }
         assert!(!dir.path().join("evil").exists());
     }
 
     #[test]
     fn map_filename_reads_digits_like_python_int() {
-        assert_eq!(map_filename("ComfyUI_00012_.png", 7), (12, "ComfyUI_".into()));
+        assert_eq!(
+            map_filename("ComfyUI_00012_.png", 7),
+            (12, "ComfyUI_".into())
+        );
         assert_eq!(map_filename("ComfyUI_abc_.png", 7), (0, "ComfyUI_".into()));
         assert_eq!(map_filename("Co", 7), (0, "Co".into()));
     }

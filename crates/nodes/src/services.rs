@@ -198,7 +198,9 @@ impl NodeServices {
             (name, self.input_directory())
         };
         let relative = Path::new(name);
-        let contained = relative.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        let contained = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
         (contained && !name.is_empty()).then(|| base.join(relative))
     }
 }

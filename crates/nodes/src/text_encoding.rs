@@ -50,7 +50,7 @@ fn tokenizer_config(kind: ComponentKind, width: usize) -> TokenizerConfig {
 fn model_error(context: &str) -> impl Fn(kiln_models::ModelError) -> NodesError + '_ {
     move |source| NodesError::Model {
         context: context.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -9,14 +9,15 @@ use crate::types::Vae;
 pub(crate) fn model_error(context: &str) -> impl Fn(kiln_models::ModelError) -> NodesError + '_ {
     move |source| NodesError::Model {
         context: context.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 
 /// The network of `vae`.
 pub(crate) fn autoencoder(vae: &Vae) -> Result<AutoencoderKl, NodesError> {
     let weights = Weights::new(vae.weights.clone());
-    let config = VaeConfig::from_weights(&weights).map_err(model_error("reading the VAE configuration"))?;
+    let config =
+        VaeConfig::from_weights(&weights).map_err(model_error("reading the VAE configuration"))?;
     Ok(AutoencoderKl::new(weights, config)
         .map_err(model_error("building the VAE"))?
         .with_attention(Attention::from_plan(&vae.plan)))

@@ -2,6 +2,8 @@
 //! checkpoint loading, text encoding, sampling, VAE decoding and saving, plus the model cache
 //! across prompts and the sampler's per-step progress.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::sync::Arc;
 
 use kiln_folders::FolderPaths;
@@ -40,7 +42,8 @@ fn tiny_sd1_txt2img_runs_end_to_end() {
         },
         detect_host(),
     );
-    let services = Arc::new(NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build());
+    let services =
+        Arc::new(NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build());
     let registry = Arc::new(builtin_registry());
     let resolve = |key: &str| services.combo_options(key);
     let validated = Validator::new(&registry, &resolve)
@@ -48,18 +51,27 @@ fn tiny_sd1_txt2img_runs_end_to_end() {
         .unwrap();
     let mut executor = Executor::new(registry.clone(), services.clone());
     let mut events: Vec<ExecutionEvent> = Vec::new();
-    let request = ExecutionRequest::new("p1", validated).extra_data(json!({"extra_pnginfo": {"workflow": {"k": 1}}}));
+    let request = ExecutionRequest::new("p1", validated)
+        .extra_data(json!({"extra_pnginfo": {"workflow": {"k": 1}}}));
     let outcome = executor.execute(&request, &mut events).unwrap();
-    let file = outcome.outputs["9"]["images"][0]["filename"].as_str().unwrap().to_owned();
+    let file = outcome.outputs["9"]["images"][0]["filename"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(file, "test_00001_.png");
     let path = services.output_directory().join(&file);
     let chunks = read_png_text(&path).unwrap();
-    assert_eq!(chunks.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["prompt", "workflow"]);
+    assert_eq!(
+        chunks.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["prompt", "workflow"]
+    );
     assert_eq!(chunks[1].1, r#"{"k": 1}"#);
     let steps: Vec<(u64, u64)> = events
         .iter()
         .filter_map(|e| match e {
-            ExecutionEvent::Progress { node, value, max, .. } if node == "3" => Some((*value, *max)),
+            ExecutionEvent::Progress {
+                node, value, max, ..
+            } if node == "3" => Some((*value, *max)),
             _ => None,
         })
         .collect();
@@ -75,10 +87,94 @@ fn tiny_sd1_txt2img_runs_end_to_end() {
         .execute(&ExecutionRequest::new("p2", validated), &mut events)
         .unwrap();
     assert!(outcome.cached.contains(&"4".to_owned()));
-    let second = outcome.outputs["9"]["images"][0]["filename"].as_str().unwrap().to_owned();
+    let second = outcome.outputs["9"]["images"][0]["filename"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(second, "test_00002_.png");
     let a = std::fs::read(&path).unwrap();
     let b = std::fs::read(services.output_directory().join(&second)).unwrap();
     assert_ne!(a, b);
     assert_eq!(services.models().len(), 1);
+}
+
+#[test]
+fn zero_noise_mask_keeps_the_latent_and_interrupt_stops_sampling() {
+    use candle_core::{Device, Tensor};
+    use kiln_graph::{ExecutionContext, InterruptFlag, NodeInputs, Value};
+    use kiln_nodes::{load_checkpoint, Conditioning, Latent};
+
+    let base = tempfile::tempdir().unwrap();
+    let spec = CheckpointSpec::new(Family::Sd1, Storage::F32, Packaging::SingleFile);
+    let ckpt = write(&spec, &base.path().join("models").join("checkpoints")).unwrap();
+    let planner = Planner::new(
+        PlanOptions {
+            cpu: true,
+            ..PlanOptions::default()
+        },
+        detect_host(),
+    );
+    let services = NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build();
+    let loaded = load_checkpoint(&services, &ckpt).unwrap();
+    let model = loaded.model.clone().unwrap();
+    let clip = loaded.clip.clone().unwrap();
+    let registry = builtin_registry();
+    let interrupt = InterruptFlag::new();
+    let mut events: Vec<ExecutionEvent> = Vec::new();
+    let mut ctx = ExecutionContext::standalone("3", &services, &interrupt, &mut events);
+    let encode = registry.get("CLIPTextEncode").unwrap().node().clone();
+    let cond = encode
+        .execute(
+            &NodeInputs::new()
+                .with("text", Value::String("a cat".into()))
+                .with("clip", clip.into_value()),
+            &mut ctx,
+        )
+        .unwrap()
+        .values[0]
+        .downcast::<Conditioning>("c")
+        .unwrap();
+
+    let values: Vec<f32> = (0..4 * 8 * 8)
+        .map(|i| ((i % 13) as f32 - 6.0) / 4.0)
+        .collect();
+    let samples = Tensor::from_vec(values, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    let sampler = registry.get("KSampler").unwrap().node().clone();
+    let run = |mask_value: f32, ctx: &mut ExecutionContext<'_>| {
+        let mut latent = Latent::new(samples.clone());
+        latent.noise_mask = Some(Tensor::full(mask_value, (1, 1, 64, 64), &Device::Cpu).unwrap());
+        let inputs = NodeInputs::new()
+            .with("model", model.clone().into_value())
+            .with("positive", cond.as_ref().clone().into_value())
+            .with("negative", cond.as_ref().clone().into_value())
+            .with("latent_image", latent.into_value())
+            .with("seed", Value::Int(1))
+            .with("steps", Value::Int(3))
+            .with("cfg", Value::Float(2.0))
+            .with("sampler_name", Value::String("euler".into()))
+            .with("scheduler", Value::String("karras".into()))
+            .with("denoise", Value::Float(1.0));
+        sampler.execute(&inputs, ctx)
+    };
+    let diff = |out: &kiln_graph::NodeOutput| -> f32 {
+        let latent = out.values[0].downcast::<Latent>("LATENT").unwrap();
+        (&latent.samples - &samples)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let kept = run(0.0, &mut ctx).unwrap();
+    assert!(diff(&kept) < 1e-4, "{}", diff(&kept));
+    let changed = run(1.0, &mut ctx).unwrap();
+    assert!(diff(&changed) > 1e-2);
+
+    interrupt.interrupt();
+    let err = run(1.0, &mut ctx).unwrap_err();
+    assert!(matches!(err, kiln_graph::NodeError::Interrupted), "{err}");
 }

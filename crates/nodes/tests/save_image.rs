@@ -1,6 +1,8 @@
 //! SaveImage/PreviewImage through the public registry: exact file names and counters, and PNG
 //! text chunks byte-identical to what ComfyUI (Python's `json.dumps`) writes.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use candle_core::{Device, Tensor};
 use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionContext, ExecutionEvent, InterruptFlag, NodeInputs, NodeOutput, Value};
@@ -43,7 +45,10 @@ fn save_inputs(prefix: &str, batch: usize) -> NodeInputs {
         .with("images", images(batch).into_value())
         .with("filename_prefix", Value::String(prefix.into()))
         .with("prompt", Value::Json(serde_json::from_str(PROMPT).unwrap()))
-        .with("extra_pnginfo", Value::Json(serde_json::from_str(EXTRA).unwrap()))
+        .with(
+            "extra_pnginfo",
+            Value::Json(serde_json::from_str(EXTRA).unwrap()),
+        )
 }
 
 #[test]
@@ -97,7 +102,11 @@ fn save_image_writes_comfyui_names_chunks_and_pixels() {
 fn subfolders_tokens_and_disabled_metadata() {
     let base = tempfile::tempdir().unwrap();
     let services = services(base.path(), true);
-    let out = run("SaveImage", &save_inputs("cats/%width%x%height%_%batch_num%", 2), &services);
+    let out = run(
+        "SaveImage",
+        &save_inputs("cats/%width%x%height%_%batch_num%", 2),
+        &services,
+    );
     assert_eq!(
         out.ui.unwrap()["images"],
         serde_json::json!([
@@ -105,7 +114,10 @@ fn subfolders_tokens_and_disabled_metadata() {
             {"filename": "2x1_1_00002_.png", "subfolder": "cats", "type": "output"}
         ])
     );
-    let path = services.output_directory().join("cats").join("2x1_0_00001_.png");
+    let path = services
+        .output_directory()
+        .join("cats")
+        .join("2x1_0_00001_.png");
     assert!(read_png_text(&path).unwrap().is_empty());
 }
 
@@ -119,9 +131,15 @@ fn preview_image_goes_to_temp_with_random_prefix() {
     let name = entry["filename"].as_str().unwrap();
     assert_eq!(entry["type"], "temp");
     assert_eq!(entry["subfolder"], "");
-    assert!(name.starts_with("ComfyUI_temp_") && name.ends_with("_00001_.png"), "{name}");
+    assert!(
+        name.starts_with("ComfyUI_temp_") && name.ends_with("_00001_.png"),
+        "{name}"
+    );
     let suffix = &name["ComfyUI_temp_".len().."ComfyUI_temp_".len() + 5];
-    assert!(suffix.bytes().all(|b| b.is_ascii_lowercase() && b != b'w'), "{suffix}");
+    assert!(
+        suffix.bytes().all(|b| b.is_ascii_lowercase() && b != b'w'),
+        "{suffix}"
+    );
     assert!(services.temp_directory().join(name).is_file());
 }
 
@@ -137,6 +155,9 @@ fn saving_outside_the_output_folder_fails_and_writes_nothing() {
     let err = node
         .execute(&save_inputs("../escape", 1), &mut ctx)
         .unwrap_err();
-    assert!(err.to_string().contains("outside the output folder"), "{err}");
+    assert!(
+        err.to_string().contains("outside the output folder"),
+        "{err}"
+    );
     assert!(!base.path().join("escape_00001_.png").exists());
 }

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
 use kiln_folders::FolderPaths;
 use kiln_graph::NodeRegistry;
 use kiln_runtime::{BackendKind, CapabilityProfile};
@@ -77,7 +78,7 @@ pub struct ServerConfig {
     pub(crate) registry: Arc<NodeRegistry>,
     pub(crate) services: Arc<dyn Any + Send + Sync>,
     pub(crate) combo_options: ComboResolver,
-    pub(crate) cors_origin: Option<String>,
+    pub(crate) cors_origin: Option<HeaderValue>,
     pub(crate) max_upload_bytes: u64,
     pub(crate) max_json_bytes: usize,
     pub(crate) front_end_root: Option<PathBuf>,
@@ -123,6 +124,7 @@ impl ServerConfig {
                 argv: vec!["kiln".to_owned()],
             },
             max_upload_mb: DEFAULT_MAX_UPLOAD_MB,
+            cors_origin: None,
         }
     }
 
@@ -161,6 +163,7 @@ impl ServerConfig {
 pub struct ServerConfigBuilder {
     config: ServerConfig,
     max_upload_mb: f64,
+    cors_origin: Option<String>,
 }
 
 impl ServerConfigBuilder {
@@ -191,7 +194,7 @@ impl ServerConfigBuilder {
     /// `--enable-cors-header [ORIGIN]`: `Some("*")` for a bare flag; `None` keeps the
     /// origin check.
     pub fn cors_origin(mut self, origin: Option<String>) -> Self {
-        self.config.cors_origin = origin;
+        self.cors_origin = origin;
         self
     }
 
@@ -268,6 +271,16 @@ impl ServerConfigBuilder {
             ));
         }
         self.config.max_upload_bytes = mb_to_bytes(self.max_upload_mb);
+        if let Some(origin) = &self.cors_origin {
+            match HeaderValue::from_str(origin) {
+                Ok(value) => self.config.cors_origin = Some(value),
+                Err(_) => {
+                    return invalid(format!(
+                        "--enable-cors-header {origin:?} is not a valid header value"
+                    ))
+                }
+            }
+        }
         if self.config.max_history == 0 {
             return invalid("the history must keep at least one entry".to_owned());
         }

@@ -193,9 +193,7 @@ impl ServerError {
             ServerError::NotFound { .. } => StatusCode::NOT_FOUND,
             ServerError::AlreadyExists { .. } => StatusCode::CONFLICT,
             ServerError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ServerError::Overloaded | ServerError::EngineStopped => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ServerError::Overloaded | ServerError::EngineStopped => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::Database { .. }
             | ServerError::CorruptRow { .. }
             | ServerError::Io { .. }
@@ -275,10 +273,15 @@ mod tests {
         assert_eq!(escape.status(), StatusCode::FORBIDDEN);
         let backslash = ServerError::Path {
             field: "filename",
-            source: PathError::ForbiddenCharacter { path: "a\\b".into() },
+            source: PathError::ForbiddenCharacter {
+                path: "a\\b".into(),
+            },
         };
         assert_eq!(backslash.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(ServerError::Overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ServerError::Overloaded.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(
             ServerError::PayloadTooLarge.status(),
             StatusCode::PAYLOAD_TOO_LARGE

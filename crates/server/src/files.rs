@@ -33,7 +33,8 @@ pub(crate) fn split_annotation(name: &str) -> (&str, Option<&'static str>) {
     ANNOTATIONS
         .iter()
         .find_map(|(suffix, type_name)| {
-            name.strip_suffix(suffix).map(|stem| (stem, Some(*type_name)))
+            name.strip_suffix(suffix)
+                .map(|stem| (stem, Some(*type_name)))
         })
         .unwrap_or((name, None))
 }
@@ -52,12 +53,11 @@ pub(crate) fn view_path(
         return Err(ServerError::bad_request("invalid filename"));
     }
     let folder = folder_by_type(folders, annotated.or(type_name).unwrap_or("output"))?;
-    let directory = confine(folder, subfolder.unwrap_or("")).map_err(|source| {
-        ServerError::Path {
+    let directory =
+        confine(folder, subfolder.unwrap_or("")).map_err(|source| ServerError::Path {
             field: "subfolder",
             source,
-        }
-    })?;
+        })?;
     let base_name = filename.rsplit('/').next().unwrap_or(filename);
     confine(&directory, base_name).map_err(|source| ServerError::Path {
         field: "filename",
@@ -93,9 +93,11 @@ pub(crate) fn save_upload(
             }
             chosen = format!("{stem} ({counter}){extension}");
             path = target(&chosen)?;
-            counter = counter.checked_add(1).ok_or_else(|| ServerError::AlreadyExists {
-                what: format!("upload '{name}'"),
-            })?;
+            counter = counter
+                .checked_add(1)
+                .ok_or_else(|| ServerError::AlreadyExists {
+                    what: format!("upload '{name}'"),
+                })?;
         }
     }
     if let Some(parent) = path.parent() {
@@ -169,11 +171,26 @@ mod tests {
     #[test]
     fn duplicate_names_are_renamed_unless_identical() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(save_upload(dir.path(), "a.png", b"one", false).unwrap(), "a.png");
-        assert_eq!(save_upload(dir.path(), "a.png", b"one", false).unwrap(), "a.png");
-        assert_eq!(save_upload(dir.path(), "a.png", b"two", false).unwrap(), "a (1).png");
-        assert_eq!(save_upload(dir.path(), "a.png", b"three", false).unwrap(), "a (2).png");
-        assert_eq!(save_upload(dir.path(), "a.png", b"four", true).unwrap(), "a.png");
+        assert_eq!(
+            save_upload(dir.path(), "a.png", b"one", false).unwrap(),
+            "a.png"
+        );
+        assert_eq!(
+            save_upload(dir.path(), "a.png", b"one", false).unwrap(),
+            "a.png"
+        );
+        assert_eq!(
+            save_upload(dir.path(), "a.png", b"two", false).unwrap(),
+            "a (1).png"
+        );
+        assert_eq!(
+            save_upload(dir.path(), "a.png", b"three", false).unwrap(),
+            "a (2).png"
+        );
+        assert_eq!(
+            save_upload(dir.path(), "a.png", b"four", true).unwrap(),
+            "a.png"
+        );
         assert_eq!(std::fs::read(dir.path().join("a.png")).unwrap(), b"four");
         assert_eq!(split_extension(".hidden"), (".hidden", ""));
         assert_eq!(split_extension("x.tar.gz"), ("x.tar", ".gz"));

@@ -78,7 +78,10 @@ pub(crate) fn preview(
         Ok((bytes, "image/jpeg"))
     } else {
         let rgba = DynamicImage::ImageRgba8(image.to_rgba8());
-        Ok((encode(&rgba, ImageFormat::WebP, "WebP preview")?, "image/webp"))
+        Ok((
+            encode(&rgba, ImageFormat::WebP, "WebP preview")?,
+            "image/webp",
+        ))
     }
 }
 

@@ -35,7 +35,10 @@ impl LogBuffer {
     /// Every line joined, as `GET /internal/logs` answers.
     pub fn text(&self) -> String {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.iter().map(|(_, message)| message.as_str()).collect()
+        entries
+            .iter()
+            .map(|(_, message)| message.as_str())
+            .collect()
     }
 
     /// `{"entries": [{"t", "m"}], "size": {"cols", "rows"}}` for `GET /internal/logs/raw`.

@@ -70,7 +70,10 @@ impl AppState {
                 None => QueueStore::open_reader(shared.engine.database())?,
             };
             let result = read(&reader);
-            let mut readers = shared.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut readers = shared
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if readers.len() < MAX_IDLE_READERS {
                 readers.push(reader);
             }

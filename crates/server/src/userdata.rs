@@ -76,7 +76,10 @@ impl UserStore {
         &self,
         change: impl FnOnce(&mut Map<String, Json>),
     ) -> Result<(), ServerError> {
-        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let path = self.path("settings", SETTINGS_FILE)?;
         let mut settings = read_json_object(&path)?;
         change(&mut settings);
@@ -92,7 +95,10 @@ impl UserStore {
 
     /// `POST /users`: records `username`, returns its new id; a taken name is refused.
     pub fn add_user(&self, username: &str) -> Result<String, ServerError> {
-        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let users_dir = self
             .root
             .parent()
@@ -144,7 +150,11 @@ impl UserStore {
                     file_info(&base.join(&relative), &relative)
                 } else if split {
                     let mut parts = vec![Json::String(relative.clone())];
-                    parts.extend(relative.split('/').map(|part| Json::String(part.to_owned())));
+                    parts.extend(
+                        relative
+                            .split('/')
+                            .map(|part| Json::String(part.to_owned())),
+                    );
                     Json::Array(parts)
                 } else {
                     Json::String(relative)
@@ -158,7 +168,9 @@ impl UserStore {
     pub fn list_v2(&self, relative: &str) -> Result<Json, ServerError> {
         let base = self.path("path", relative)?;
         if !base.is_dir() {
-            return Err(ServerError::not_found(format!("userdata folder '{relative}'")));
+            return Err(ServerError::not_found(format!(
+                "userdata folder '{relative}'"
+            )));
         }
         let prefix = relative.trim_matches('/');
         let mut entries = Vec::new();
@@ -187,14 +199,18 @@ impl UserStore {
                 .cmp(kind_b)
                 .then_with(|| a["name"].as_str().cmp(&b["name"].as_str()))
         });
-        Ok(Json::Array(entries.into_iter().map(|(_, entry)| entry).collect()))
+        Ok(Json::Array(
+            entries.into_iter().map(|(_, entry)| entry).collect(),
+        ))
     }
 
     /// The bytes of a userdata file.
     pub fn read(&self, relative: &str) -> Result<(PathBuf, Vec<u8>), ServerError> {
         let path = self.path("file", relative)?;
         if !path.is_file() {
-            return Err(ServerError::not_found(format!("userdata file '{relative}'")));
+            return Err(ServerError::not_found(format!(
+                "userdata file '{relative}'"
+            )));
         }
         let bytes = fs::read(&path).map_err(ServerError::io(&path))?;
         Ok((path, bytes))
@@ -224,7 +240,9 @@ impl UserStore {
     pub fn delete(&self, relative: &str) -> Result<(), ServerError> {
         let path = self.path("file", relative)?;
         if !path.is_file() {
-            return Err(ServerError::not_found(format!("userdata file '{relative}'")));
+            return Err(ServerError::not_found(format!(
+                "userdata file '{relative}'"
+            )));
         }
         fs::remove_file(&path).map_err(ServerError::io(&path))
     }
@@ -257,9 +275,14 @@ impl UserStore {
     fn writable_file(&self, field: &'static str, relative: &str) -> Result<PathBuf, ServerError> {
         let path = self.path(field, relative)?;
         if path == self.root || relative.ends_with('/') {
-            return Err(ServerError::bad_request(format!("{field} must name a file")));
+            return Err(ServerError::bad_request(format!(
+                "{field} must name a file"
+            )));
         }
-        if path.symlink_metadata().is_ok_and(|meta| meta.file_type().is_symlink()) {
+        if path
+            .symlink_metadata()
+            .is_ok_and(|meta| meta.file_type().is_symlink())
+        {
             return Err(ServerError::Path {
                 field,
                 source: PathError::Escapes {
@@ -272,7 +295,10 @@ impl UserStore {
 
     /// The path relative to the user root (a JSON string), or its file info.
     fn describe(&self, path: &Path, full_info: bool) -> Json {
-        let root = self.root.canonicalize().unwrap_or_else(|_| self.root.clone());
+        let root = self
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone());
         let relative = path
             .strip_prefix(&root)
             .map(|relative| {
@@ -298,7 +324,9 @@ fn file_info(path: &Path, relative: &str) -> Json {
     let modified = metadata
         .and_then(|meta| meta.modified().ok())
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
     json!({"path": relative, "size": size, "modified": modified})
 }
 
@@ -400,11 +428,17 @@ mod tests {
             Err(ServerError::NotFound { .. })
         ));
         assert_eq!(
-            store.write("workflows/a.json", b"{}", false, false).unwrap(),
+            store
+                .write("workflows/a.json", b"{}", false, false)
+                .unwrap(),
             json!("workflows/a.json")
         );
-        store.write("workflows/sub/b.json", b"[]", true, false).unwrap();
-        store.write("workflows/.index.json", b"{}", true, false).unwrap();
+        store
+            .write("workflows/sub/b.json", b"[]", true, false)
+            .unwrap();
+        store
+            .write("workflows/.index.json", b"{}", true, false)
+            .unwrap();
         assert!(matches!(
             store.write("workflows/a.json", b"{}", false, false),
             Err(ServerError::AlreadyExists { .. })

@@ -120,10 +120,7 @@ impl ClipConfig {
 
     /// `(name, shape)` of every tensor in HF naming, `text_projection.weight` included.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors()
-            .into_iter()
-            .map(|def| (def.name, def.shape))
-            .collect()
+        crate::tensor::name_shapes(self.tensors())
     }
 
     /// Learned parameters of the text model, `text_projection` excluded.

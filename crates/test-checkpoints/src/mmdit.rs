@@ -120,10 +120,7 @@ impl MmditConfig {
 
     /// `(name, shape)` of every tensor in SAI naming.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors()
-            .into_iter()
-            .map(|def| (def.name, def.shape))
-            .collect()
+        crate::tensor::name_shapes(self.tensors())
     }
 
     /// Number of learned parameters.

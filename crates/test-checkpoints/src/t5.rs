@@ -69,10 +69,7 @@ impl T5Config {
 
     /// `(name, shape)` of every tensor.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors()
-            .into_iter()
-            .map(|def| (def.name, def.shape))
-            .collect()
+        crate::tensor::name_shapes(self.tensors())
     }
 
     /// Number of learned parameters.

@@ -260,6 +260,11 @@ impl TensorSet {
     }
 }
 
+/// `(name, shape)` of every tensor of a layout, in layout order.
+pub(crate) fn name_shapes(defs: Vec<TensorDef>) -> Vec<(String, Vec<usize>)> {
+    defs.into_iter().map(|def| (def.name, def.shape)).collect()
+}
+
 /// Total element count of a layout.
 pub(crate) fn parameter_count(defs: &[TensorDef]) -> u64 {
     defs.iter()

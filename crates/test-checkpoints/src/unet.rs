@@ -194,10 +194,7 @@ impl UnetConfig {
 
     /// `(name, shape)` of every tensor in LDM naming, without prefix.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.tensors()
-            .into_iter()
-            .map(|def| (def.name, def.shape))
-            .collect()
+        crate::tensor::name_shapes(self.tensors())
     }
 
     /// Number of learned parameters.

@@ -1,6 +1,6 @@
 //! extra_model_paths.yaml: ComfyUI's example sections, `is_default`, auto-loading, errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_folders::{Extensions, FolderPaths, FoldersError};
 
@@ -49,6 +49,14 @@ comfyui:
      vae: models/vae/
 ";
 
+/// `FolderPaths` for base directory `base` with one `--extra-model-paths-config` file.
+fn build_with_config(base: &Path, config: &Path) -> Result<FolderPaths, FoldersError> {
+    FolderPaths::builder()
+        .base_directory(base)
+        .extra_model_paths_config(config)
+        .build()
+}
+
 fn paths_of(paths: &FolderPaths, key: &str) -> Vec<PathBuf> {
     paths.folder_paths(key).unwrap().to_vec()
 }
@@ -59,11 +67,7 @@ fn a1111_section_appends_webui_folders() {
     let config = tree.write("extra.yaml", A1111_SECTION);
     let webui = tree.path("path/to/stable-diffusion-webui");
     let base = tree.path("comfy");
-    let paths = FolderPaths::builder()
-        .base_directory(&base)
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap();
+    let paths = build_with_config(&base, &config).unwrap();
 
     assert_eq!(
         paths_of(&paths, "checkpoints"),
@@ -136,11 +140,7 @@ fn comfyui_section_with_is_default_comes_first() {
     let config = tree.write("conf/extra.yaml", COMFYUI_SECTION);
     let other = tree.path("conf/path/to/comfyui");
     let base = tree.path("comfy");
-    let paths = FolderPaths::builder()
-        .base_directory(&base)
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap();
+    let paths = build_with_config(&base, &config).unwrap();
 
     assert_eq!(
         paths_of(&paths, "checkpoints"),
@@ -193,11 +193,7 @@ fn is_default_moves_a_known_path_to_the_front() {
             base.join("models/loras/../loras").display()
         ),
     );
-    let paths = FolderPaths::builder()
-        .base_directory(&base)
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap();
+    let paths = build_with_config(&base, &config).unwrap();
     assert_eq!(
         paths_of(&paths, "loras"),
         vec![base.join("models/loras"), base.join("output/loras")]
@@ -210,11 +206,7 @@ fn is_default_moves_a_known_path_to_the_front() {
             base.join("output/loras").display()
         ),
     );
-    let paths = FolderPaths::builder()
-        .base_directory(&base)
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap();
+    let paths = build_with_config(&base, &config).unwrap();
     // The output paths are added after the files, so the default one stays first.
     assert_eq!(
         paths_of(&paths, "loras"),
@@ -269,11 +261,7 @@ fn relative_and_home_base_paths() {
         "conf/extra.yaml",
         "up:\n  base_path: ../models_elsewhere\n  gligen: g\nhome:\n  base_path: ~/kiln-test-home-dir\n  gligen: h\n",
     );
-    let paths = FolderPaths::builder()
-        .base_directory(tree.path("comfy"))
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap();
+    let paths = build_with_config(&tree.path("comfy"), &config).unwrap();
     let gligen = paths_of(&paths, "gligen");
     assert_eq!(gligen[1], tree.path("models_elsewhere/g"));
     if let Some(home) = std::env::var_os("HOME").filter(|_| cfg!(unix)) {
@@ -292,11 +280,7 @@ fn unknown_keys_become_folders_that_list_everything() {
         "ui/models/ipadapter/a.bin",
         "ui/models/ipadapter/readme.txt",
     ]);
-    let paths = FolderPaths::builder()
-        .base_directory(tree.path("comfy"))
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap();
+    let paths = build_with_config(&tree.path("comfy"), &config).unwrap();
     assert_eq!(
         paths_of(&paths, "ipadapter"),
         vec![tree.path("ui/models/ipadapter")]
@@ -313,11 +297,7 @@ fn unknown_keys_become_folders_that_list_everything() {
 fn gguf_view_keys_add_to_the_folder_they_view() {
     let tree = Tree::new();
     let config = tree.write("extra.yaml", "gguf:\n  unet_gguf: quantised\n");
-    let paths = FolderPaths::builder()
-        .base_directory(tree.path("comfy"))
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap();
+    let paths = build_with_config(&tree.path("comfy"), &config).unwrap();
     assert!(paths_of(&paths, "diffusion_models").contains(&tree.path("quantised")));
     assert_eq!(
         paths.folder_paths("unet_gguf"),
@@ -343,11 +323,7 @@ fn empty_file_and_empty_sections_are_fine() {
 fn bad_yaml_names_the_file_and_line() {
     let tree = Tree::new();
     let config = tree.write("broken.yaml", "ok:\n  vae: a\nbad:\n  loras: [unclosed\n");
-    let error = FolderPaths::builder()
-        .base_directory(tree.path("comfy"))
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap_err();
+    let error = build_with_config(&tree.path("comfy"), &config).unwrap_err();
     match &error {
         FoldersError::InvalidConfig { path, line, .. } => {
             assert_eq!(path, &config);
@@ -367,11 +343,7 @@ fn wrong_shape_names_the_file_and_line() {
         "shape.yaml",
         "s:\n  base_path: x\n  is_default: true\n  vae: 3.5\n  loras:\n    - a\n",
     );
-    let error = FolderPaths::builder()
-        .base_directory(tree.path("comfy"))
-        .extra_model_paths_config(&config)
-        .build()
-        .unwrap_err();
+    let error = build_with_config(&tree.path("comfy"), &config).unwrap_err();
     match &error {
         FoldersError::InvalidConfig {
             path, line, reason, ..
@@ -386,11 +358,7 @@ fn wrong_shape_names_the_file_and_line() {
 #[test]
 fn missing_config_file_is_an_error() {
     let tree = Tree::new();
-    let error = FolderPaths::builder()
-        .base_directory(tree.path("comfy"))
-        .extra_model_paths_config(tree.path("absent.yaml"))
-        .build()
-        .unwrap_err();
+    let error = build_with_config(&tree.path("comfy"), &tree.path("absent.yaml")).unwrap_err();
     assert!(
         matches!(&error, FoldersError::ReadConfig { path, .. } if *path == tree.path("absent.yaml")),
         "{error:?}"

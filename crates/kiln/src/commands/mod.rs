@@ -6,9 +6,11 @@ mod human;
 mod inspect;
 mod resolve;
 mod run;
+mod serve;
 mod testgen;
 
 pub use doctor::doctor;
 pub use inspect::inspect;
 pub use run::run;
+pub use serve::serve;
 pub use testgen::testgen;

@@ -51,11 +51,16 @@ pub fn run(args: &RunArgs, global: &ComfyArgs, simulate: Option<&str>) -> anyhow
             let report = failure.to_json();
             eprintln!(
                 "kiln: the workflow is invalid: {}",
-                report["error"]["message"].as_str().unwrap_or("invalid prompt")
+                report["error"]["message"]
+                    .as_str()
+                    .unwrap_or("invalid prompt")
             );
             print_node_errors(&report["node_errors"], &workflow.prompt);
             if report["node_errors"].as_object().is_none_or(Map::is_empty) {
-                if let Some(details) = report["error"]["details"].as_str().filter(|d| !d.is_empty()) {
+                if let Some(details) = report["error"]["details"]
+                    .as_str()
+                    .filter(|d| !d.is_empty())
+                {
                     eprintln!("  {details}");
                 }
             }
@@ -126,16 +131,17 @@ fn load_workflow(path: &Path, registry: &NodeRegistry) -> anyhow::Result<LoadedW
         });
     }
     if let Some(prompt) = json.get("prompt").filter(|p| p.is_object()) {
-        let ui_workflow = json
-            .pointer("/extra_data/extra_pnginfo/workflow")
-            .cloned();
+        let ui_workflow = json.pointer("/extra_data/extra_pnginfo/workflow").cloned();
         return Ok(LoadedWorkflow {
             prompt: prompt.clone(),
             ui_workflow,
         });
     }
     if !json.is_object() {
-        bail!("{} is not a ComfyUI workflow (expected a JSON object)", path.display());
+        bail!(
+            "{} is not a ComfyUI workflow (expected a JSON object)",
+            path.display()
+        );
     }
     Ok(LoadedWorkflow {
         prompt: json,
@@ -154,16 +160,27 @@ fn apply_overrides(
             .as_object()
             .map(|nodes| nodes.keys().cloned().collect())
             .unwrap_or_default();
-        let node = prompt
-            .get_mut(&set.node)
-            .ok_or_else(|| anyhow::anyhow!("--set {}.{}: the workflow has no node '{}' (nodes: {})", set.node, set.input, set.node, ids.join(", ")))?;
+        let node = prompt.get_mut(&set.node).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--set {}.{}: the workflow has no node '{}' (nodes: {})",
+                set.node,
+                set.input,
+                set.node,
+                ids.join(", ")
+            )
+        })?;
         let class_type = node
             .get("class_type")
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_owned();
         let schema = registry.schema(&class_type).ok_or_else(|| {
-            anyhow::anyhow!("--set {}.{}: node {} has unknown class '{class_type}'", set.node, set.input, set.node)
+            anyhow::anyhow!(
+                "--set {}.{}: node {} has unknown class '{class_type}'",
+                set.node,
+                set.input,
+                set.node
+            )
         })?;
         let spec = schema.input_named(&set.input).ok_or_else(|| {
             let names: Vec<&str> = schema.inputs.iter().map(|i| i.name.as_str()).collect();
@@ -219,7 +236,9 @@ fn apply_overrides(
 }
 
 fn build_services(global: &ComfyArgs, simulate: Option<&str>) -> anyhow::Result<NodeServices> {
-    let folders = global.folder_paths().context("cannot set up the model folders")?;
+    let folders = global
+        .folder_paths()
+        .context("cannot set up the model folders")?;
     let options = global.plan_options();
     let (profile, simulated) = match simulate {
         Some(name) => (simulated_profile(name)?, true),
@@ -237,11 +256,13 @@ fn build_services(global: &ComfyArgs, simulate: Option<&str>) -> anyhow::Result<
         PreviewMethod::Latent2rgb => NodePreview::Latent2Rgb,
         PreviewMethod::Taesd => NodePreview::Taesd,
     };
-    Ok(NodeServices::builder(folders, Planner::new(options, profile))
-        .simulated(simulated)
-        .disable_metadata(global.disable_metadata)
-        .preview_method(preview)
-        .build())
+    Ok(
+        NodeServices::builder(folders, Planner::new(options, profile))
+            .simulated(simulated)
+            .disable_metadata(global.disable_metadata)
+            .preview_method(preview)
+            .build(),
+    )
 }
 
 /// One line per validation error: `node 5 (EmptyLatentImage) input 'width': Value 100000
@@ -307,7 +328,11 @@ impl ProgressObserver {
     }
 
     fn label(&self, node: &str) -> String {
-        let class_type = self.titles.get(node).and_then(|n| n["class_type"].as_str()).unwrap_or("?");
+        let class_type = self
+            .titles
+            .get(node)
+            .and_then(|n| n["class_type"].as_str())
+            .unwrap_or("?");
         format!("node {node} ({class_type})")
     }
 
@@ -321,18 +346,26 @@ impl ProgressObserver {
 impl ExecutionObserver for ProgressObserver {
     fn on_event(&mut self, event: ExecutionEvent) {
         match event {
-            ExecutionEvent::Executing { node: Some(node), .. } => {
+            ExecutionEvent::Executing {
+                node: Some(node), ..
+            } => {
                 self.finish();
                 if !self.interactive {
                     eprintln!("running {}", self.label(&node));
                 }
             }
-            ExecutionEvent::Progress { node, value, max, .. } => {
+            ExecutionEvent::Progress {
+                node, value, max, ..
+            } => {
                 if !self.interactive {
                     eprintln!("{}: step {value}/{max}", self.label(&node));
                     return;
                 }
-                if self.bar.as_ref().is_none_or(|(current, _)| *current != node) {
+                if self
+                    .bar
+                    .as_ref()
+                    .is_none_or(|(current, _)| *current != node)
+                {
                     self.finish();
                     let bar = ProgressBar::new(max);
                     let style = ProgressStyle::with_template(

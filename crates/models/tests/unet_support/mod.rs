@@ -65,19 +65,6 @@ pub(crate) fn adm_for(unet: &Unet, batch: usize, offset: f32) -> Option<Tensor> 
         .map(|adm| pattern(&[batch, adm], offset))
 }
 
-pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 pub(crate) fn all_finite(t: &Tensor) -> bool {
     t.to_dtype(DType::F32)
         .unwrap()

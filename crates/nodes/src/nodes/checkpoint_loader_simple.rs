@@ -27,7 +27,7 @@ pub(crate) fn model_path(
         .map_err(|source| {
             NodesError::Folder {
                 input: input.to_owned(),
-                source,
+                source: Box::new(source),
             }
             .into()
         })
@@ -38,13 +38,17 @@ impl Node for CheckpointLoaderSimple {
         NodeSchema::new("CheckpointLoaderSimple")
             .display_name("Load Checkpoint")
             .category("loaders")
-            .description("Loads a diffusion model checkpoint, diffusion models are used to denoise latents.")
+            .description(
+                "Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
+            )
             .input(
                 InputSpec::required("ckpt_name", ComboInput::dynamic("checkpoints"))
                     .tooltip("The name of the checkpoint (model) to load."),
             )
             .output(OutputSpec::new("MODEL").tooltip("The model used for denoising latents."))
-            .output(OutputSpec::new("CLIP").tooltip("The CLIP model used for encoding text prompts."))
+            .output(
+                OutputSpec::new("CLIP").tooltip("The CLIP model used for encoding text prompts."),
+            )
             .output(OutputSpec::new("VAE").tooltip(
                 "The VAE model used for encoding and decoding images to and from latent space.",
             ))
@@ -65,7 +69,10 @@ impl Node for CheckpointLoaderSimple {
             }
             .into()
         };
-        let model = loaded.model.clone().ok_or_else(|| missing("diffusion model"))?;
+        let model = loaded
+            .model
+            .clone()
+            .ok_or_else(|| missing("diffusion model"))?;
         let clip = loaded.clip.clone().ok_or_else(|| missing("text encoder"))?;
         let vae = loaded.vae.clone().ok_or_else(|| missing("VAE"))?;
         Ok(NodeOutput::new(vec![

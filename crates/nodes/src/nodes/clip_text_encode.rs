@@ -40,6 +40,8 @@ impl Node for ClipTextEncode {
             pooled: Some(pooled),
             ..CondMeta::default()
         };
-        Ok(NodeOutput::new(vec![Conditioning::single(cond, meta).into_value()]))
+        Ok(NodeOutput::new(vec![
+            Conditioning::single(cond, meta).into_value()
+        ]))
     }
 }

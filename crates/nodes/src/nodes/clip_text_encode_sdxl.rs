@@ -18,8 +18,9 @@ pub struct ClipTextEncodeSdxl;
 
 impl Node for ClipTextEncodeSdxl {
     fn schema(&self) -> NodeSchema {
-        let named =
-            |name: &str, default| InputSpec::required(name, IntInput::new(default, 0, MAX_RESOLUTION));
+        let named = |name: &str, default| {
+            InputSpec::required(name, IntInput::new(default, 0, MAX_RESOLUTION))
+        };
         NodeSchema::new("CLIPTextEncodeSDXL")
             .category("advanced/conditioning")
             .python_module("comfy_extras.nodes_clip_sdxl")
@@ -53,11 +54,19 @@ impl Node for ClipTextEncodeSdxl {
             };
             windows.push(encoder.tokenize(services, text)?);
         }
-        let l = encoders.iter().position(|e| e.kind() == ComponentKind::ClipL);
-        let g = encoders.iter().position(|e| e.kind() == ComponentKind::ClipG);
+        let l = encoders
+            .iter()
+            .position(|e| e.kind() == ComponentKind::ClipL);
+        let g = encoders
+            .iter()
+            .position(|e| e.kind() == ComponentKind::ClipG);
         if let (Some(l), Some(g)) = (l, g) {
             while windows[l].len() != windows[g].len() {
-                let shorter = if windows[l].len() < windows[g].len() { l } else { g };
+                let shorter = if windows[l].len() < windows[g].len() {
+                    l
+                } else {
+                    g
+                };
                 let empty = encoders[shorter].tokenize(services, "")?;
                 windows[shorter].extend(empty);
             }
@@ -77,6 +86,8 @@ impl Node for ClipTextEncodeSdxl {
             size: Some(SizeConditioning::Sdxl(size)),
             ..CondMeta::default()
         };
-        Ok(NodeOutput::new(vec![Conditioning::single(cond, meta).into_value()]))
+        Ok(NodeOutput::new(vec![
+            Conditioning::single(cond, meta).into_value()
+        ]))
     }
 }

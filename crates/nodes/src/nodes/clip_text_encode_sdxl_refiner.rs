@@ -23,8 +23,14 @@ impl Node for ClipTextEncodeSdxlRefiner {
                 "ascore",
                 FloatInput::new(6.0, 0.0, 1000.0).step(0.01),
             ))
-            .input(InputSpec::required("width", IntInput::new(1024, 0, MAX_RESOLUTION)))
-            .input(InputSpec::required("height", IntInput::new(1024, 0, MAX_RESOLUTION)))
+            .input(InputSpec::required(
+                "width",
+                IntInput::new(1024, 0, MAX_RESOLUTION),
+            ))
+            .input(InputSpec::required(
+                "height",
+                IntInput::new(1024, 0, MAX_RESOLUTION),
+            ))
             .input(InputSpec::required("text", StringInput::prompt()))
             .input(InputSpec::required("clip", "CLIP"))
             .output(OutputSpec::new("CONDITIONING"))
@@ -50,6 +56,8 @@ impl Node for ClipTextEncodeSdxlRefiner {
             size: Some(SizeConditioning::Refiner(size)),
             ..CondMeta::default()
         };
-        Ok(NodeOutput::new(vec![Conditioning::single(cond, meta).into_value()]))
+        Ok(NodeOutput::new(vec![
+            Conditioning::single(cond, meta).into_value()
+        ]))
     }
 }

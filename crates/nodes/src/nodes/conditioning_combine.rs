@@ -29,7 +29,9 @@ impl Node for ConditioningCombine {
         let second = object::<Conditioning>(inputs, "conditioning_2")?;
         let mut entries = first.entries.clone();
         entries.extend(second.entries.iter().cloned());
-        Ok(NodeOutput::new(vec![Conditioning::new(entries).into_value()]))
+        Ok(NodeOutput::new(vec![
+            Conditioning::new(entries).into_value()
+        ]))
     }
 }
 

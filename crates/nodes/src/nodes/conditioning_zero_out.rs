@@ -37,7 +37,9 @@ impl Node for ConditioningZeroOut {
                 meta,
             });
         }
-        Ok(NodeOutput::new(vec![Conditioning::new(entries).into_value()]))
+        Ok(NodeOutput::new(vec![
+            Conditioning::new(entries).into_value()
+        ]))
     }
 }
 
@@ -64,7 +66,15 @@ mod tests {
         let entry = &cond.entries[0];
         assert_eq!(entry.cond.dims(), &[1, 3, 4]);
         let sum: f32 = entry.cond.sum_all().unwrap().to_scalar().unwrap();
-        let pooled_sum: f32 = entry.meta.pooled.as_ref().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        let pooled_sum: f32 = entry
+            .meta
+            .pooled
+            .as_ref()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!((sum, pooled_sum), (0.0, 0.0));
         assert_eq!(entry.meta.strength, 0.7);
     }

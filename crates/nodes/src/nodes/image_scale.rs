@@ -58,7 +58,9 @@ impl Node for ImageScale {
         }
         let planes = Planes::from_nhwc(&image.pixels)?;
         let resized = common_upscale(&planes, width, height, method, crop)?;
-        Ok(NodeOutput::new(vec![Image::new(resized.to_nhwc()?).into_value()]))
+        Ok(NodeOutput::new(vec![
+            Image::new(resized.to_nhwc()?).into_value()
+        ]))
     }
 }
 
@@ -71,7 +73,9 @@ mod tests {
 
     #[test]
     fn keeps_aspect_when_one_side_is_zero() {
-        let image = Image::new(Tensor::ones((1, 10, 20, 3), candle_core::DType::F32, &Device::Cpu).unwrap());
+        let image = Image::new(
+            Tensor::ones((1, 10, 20, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
         let inputs = NodeInputs::new()
             .with("image", image.into_value())
             .with("upscale_method", Value::String("lanczos".into()))
@@ -81,7 +85,14 @@ mod tests {
         let out = run_node(&ImageScale, &inputs).unwrap();
         let image = out.values[0].downcast::<Image>("IMAGE").unwrap();
         assert_eq!(image.pixels.dims(), &[1, 5, 10, 3]);
-        let min: f32 = image.pixels.flatten_all().unwrap().min(0).unwrap().to_scalar().unwrap();
+        let min: f32 = image
+            .pixels
+            .flatten_all()
+            .unwrap()
+            .min(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(min, 1.0);
     }
 }

@@ -50,7 +50,9 @@ impl Node for ImageScaleBy {
             method,
             Crop::Disabled,
         )?;
-        Ok(NodeOutput::new(vec![Image::new(resized.to_nhwc()?).into_value()]))
+        Ok(NodeOutput::new(vec![
+            Image::new(resized.to_nhwc()?).into_value()
+        ]))
     }
 }
 
@@ -72,7 +74,11 @@ mod tests {
         let out = run_node(&ImageScaleBy, &inputs).unwrap();
         let image = out.values[0].downcast::<Image>("IMAGE").unwrap();
         assert_eq!(image.pixels.dims(), &[1, 2, 4, 3]);
-        let first_row: Vec<f32> = image.pixels.flatten_all().unwrap().to_vec1().unwrap()[..12].to_vec();
-        assert_eq!(first_row, [0.0, 0.1, 0.2, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.3, 0.4, 0.5]);
+        let first_row: Vec<f32> =
+            image.pixels.flatten_all().unwrap().to_vec1().unwrap()[..12].to_vec();
+        assert_eq!(
+            first_row,
+            [0.0, 0.1, 0.2, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.3, 0.4, 0.5]
+        );
     }
 }

@@ -76,7 +76,9 @@ impl Node for KSampler {
             window: StepRange::default(),
         };
         let kernel = NodeServices::of(ctx)?.noise_kernel();
-        let out = common_ksampler(kernel, ctx, &model, &positive, &negative, &latent, &settings)?;
+        let out = common_ksampler(
+            kernel, ctx, &model, &positive, &negative, &latent, &settings,
+        )?;
         Ok(NodeOutput::new(vec![out.into_value()]))
     }
 }

@@ -21,7 +21,9 @@ fn enabled(inputs: &NodeInputs, name: &str) -> Result<bool, NodeError> {
     match inputs.string(name)? {
         "enable" => Ok(true),
         "disable" => Ok(false),
-        other => Err(NodesError::input(name, format!("must be enable or disable, got '{other}'")).into()),
+        other => {
+            Err(NodesError::input(name, format!("must be enable or disable, got '{other}'")).into())
+        }
     }
 }
 
@@ -31,7 +33,10 @@ impl Node for KSamplerAdvanced {
             .display_name("KSampler (Advanced)")
             .category("sampling")
             .input(InputSpec::required("model", "MODEL"))
-            .input(InputSpec::required("add_noise", ComboInput::new(["enable", "disable"])))
+            .input(InputSpec::required(
+                "add_noise",
+                ComboInput::new(["enable", "disable"]),
+            ))
             .input(InputSpec::required("noise_seed", seed_input()))
             .input(InputSpec::required("steps", IntInput::new(20, 1, 10000)))
             .input(InputSpec::required(
@@ -43,8 +48,14 @@ impl Node for KSamplerAdvanced {
             .input(InputSpec::required("positive", "CONDITIONING"))
             .input(InputSpec::required("negative", "CONDITIONING"))
             .input(InputSpec::required("latent_image", "LATENT"))
-            .input(InputSpec::required("start_at_step", IntInput::new(0, 0, 10000)))
-            .input(InputSpec::required("end_at_step", IntInput::new(10000, 0, 10000)))
+            .input(InputSpec::required(
+                "start_at_step",
+                IntInput::new(0, 0, 10000),
+            ))
+            .input(InputSpec::required(
+                "end_at_step",
+                IntInput::new(10000, 0, 10000),
+            ))
             .input(InputSpec::required(
                 "return_with_leftover_noise",
                 ComboInput::new(["disable", "enable"]),
@@ -76,7 +87,9 @@ impl Node for KSamplerAdvanced {
             },
         };
         let kernel = NodeServices::of(ctx)?.noise_kernel();
-        let out = common_ksampler(kernel, ctx, &model, &positive, &negative, &latent, &settings)?;
+        let out = common_ksampler(
+            kernel, ctx, &model, &positive, &negative, &latent, &settings,
+        )?;
         Ok(NodeOutput::new(vec![out.into_value()]))
     }
 }

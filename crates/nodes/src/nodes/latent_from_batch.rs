@@ -52,8 +52,12 @@ impl Node for LatentFromBatch {
                     mask.clone()
                 };
                 out.noise_mask = Some(
-                    mask.narrow(0, start, length.min(mask.dim(0).unwrap_or(0).saturating_sub(start)))
-                        .context("LatentFromBatch: slicing noise_mask")?,
+                    mask.narrow(
+                        0,
+                        start,
+                        length.min(mask.dim(0).unwrap_or(0).saturating_sub(start)),
+                    )
+                    .context("LatentFromBatch: slicing noise_mask")?,
                 );
             }
         }
@@ -84,13 +88,20 @@ mod tests {
             .with("batch_index", Value::Int(index))
             .with("length", Value::Int(length));
         let out = run_node(&LatentFromBatch, &inputs).unwrap();
-        out.values[0].downcast::<Latent>("LATENT").unwrap().as_ref().clone()
+        out.values[0]
+            .downcast::<Latent>("LATENT")
+            .unwrap()
+            .as_ref()
+            .clone()
     }
 
     #[test]
     fn slices_and_clamps_like_comfyui() {
         let out = take(batch(4), 1, 2);
-        assert_eq!(out.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.0, 2.0]);
+        assert_eq!(
+            out.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, 2.0]
+        );
         assert_eq!(out.batch_index, Some(vec![1, 2]));
         // Index past the end clamps to the last item, length to what is left.
         let out = take(batch(4), 10, 5);
@@ -104,13 +115,17 @@ mod tests {
     #[test]
     fn per_item_masks_are_sliced_single_masks_kept() {
         let mut input = batch(4);
-        input.noise_mask = Some(Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap());
+        input.noise_mask =
+            Some(Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap());
         assert_eq!(take(input, 2, 2).noise_mask.unwrap().dims(), &[1, 1, 2, 2]);
         let mut input = batch(4);
         let masks: Vec<f32> = (0..2).map(|i| i as f32).collect();
         input.noise_mask = Some(Tensor::from_vec(masks, (2, 1, 1, 1), &Device::Cpu).unwrap());
         // Two masks repeat to four: [0, 1, 0, 1]; items 1..3 get [1, 0].
         let mask = take(input, 1, 2).noise_mask.unwrap();
-        assert_eq!(mask.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.0, 0.0]);
+        assert_eq!(
+            mask.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, 0.0]
+        );
     }
 }

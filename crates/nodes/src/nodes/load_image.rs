@@ -4,8 +4,8 @@
 
 use candle_core::{Device, Tensor};
 use kiln_graph::{
-    ChangePolicy, ComboInput, ExecutionContext, InputSpec, Node, NodeError, NodeInputs,
-    NodeOutput, NodeSchema, OutputSpec,
+    ChangePolicy, ComboInput, ExecutionContext, InputSpec, Node, NodeError, NodeInputs, NodeOutput,
+    NodeSchema, OutputSpec,
 };
 
 use crate::error::{NodesError, TensorContext};
@@ -22,9 +22,9 @@ pub(crate) fn image_path(
     inputs: &NodeInputs,
 ) -> Result<std::path::PathBuf, NodeError> {
     let name = inputs.string("image")?;
-    services.annotated_path(name).ok_or_else(|| {
-        NodesError::input("image", format!("Invalid image file: {name}")).into()
-    })
+    services
+        .annotated_path(name)
+        .ok_or_else(|| NodesError::input("image", format!("Invalid image file: {name}")).into())
 }
 
 impl Node for LoadImage {
@@ -67,11 +67,13 @@ impl Node for LoadImage {
         ]))
     }
 
-    fn fingerprint(&self, _inputs: &NodeInputs) -> Option<String> {
-        // `Node::fingerprint` gets no services, so the input folder is unknown here and the
-        // node re-runs every time (always correct, never stale). `fingerprint_with` is the
-        // sha256 ComfyUI uses, for when the engine passes services to fingerprints.
-        None
+    fn fingerprint_with_services(
+        &self,
+        inputs: &NodeInputs,
+        services: &(dyn std::any::Any + Send + Sync),
+    ) -> Option<String> {
+        // ComfyUI's IS_CHANGED: the sha256 of the image file, so an edited file re-runs.
+        fingerprint_with(services.downcast_ref::<NodeServices>()?, inputs)
     }
 }
 
@@ -100,7 +102,12 @@ mod tests {
         let image = out.values[0].downcast::<Image>("IMAGE").unwrap();
         let mask = out.values[1].downcast::<Mask>("MASK").unwrap();
         assert_eq!(image.pixels.dims(), &[1, 1, 2, 3]);
-        let px = image.pixels.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let px = image
+            .pixels
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(px, [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
         let m = mask.values.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(m, [0.0, 1.0 - 51.0 / 255.0]);
@@ -112,7 +119,9 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let services = services(base.path());
         std::fs::create_dir_all(services.input_directory()).unwrap();
-        image::RgbImage::new(3, 2).save(services.input_directory().join("b.png")).unwrap();
+        image::RgbImage::new(3, 2)
+            .save(services.input_directory().join("b.png"))
+            .unwrap();
         let inputs = NodeInputs::new().with("image", Value::String("b.png".into()));
         let out = run_with(&LoadImage, &inputs, &services).unwrap();
         let mask = out.values[1].downcast::<Mask>("MASK").unwrap();

@@ -3,8 +3,8 @@
 
 use candle_core::{Device, Tensor};
 use kiln_graph::{
-    ChangePolicy, ComboInput, ExecutionContext, InputSpec, Node, NodeError, NodeInputs,
-    NodeOutput, NodeSchema, OutputSpec,
+    ChangePolicy, ComboInput, ExecutionContext, InputSpec, Node, NodeError, NodeInputs, NodeOutput,
+    NodeSchema, OutputSpec,
 };
 
 use crate::error::{NodesError, TensorContext};
@@ -19,6 +19,14 @@ pub struct LoadImageMask;
 const CHANNELS: [&str; 4] = ["alpha", "red", "green", "blue"];
 
 impl Node for LoadImageMask {
+    fn fingerprint_with_services(
+        &self,
+        inputs: &NodeInputs,
+        services: &(dyn std::any::Any + Send + Sync),
+    ) -> Option<String> {
+        crate::nodes::load_image::fingerprint_with(services.downcast_ref::<NodeServices>()?, inputs)
+    }
+
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("LoadImageMask")
             .display_name("Load Image (as Mask)")

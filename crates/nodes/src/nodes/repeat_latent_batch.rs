@@ -13,7 +13,10 @@ use crate::types::Latent;
 /// `RepeatLatentBatch` ("Repeat Latent Batch").
 pub struct RepeatLatentBatch;
 
-fn repeat_batch(tensor: &candle_core::Tensor, amount: usize) -> candle_core::Result<candle_core::Tensor> {
+fn repeat_batch(
+    tensor: &candle_core::Tensor,
+    amount: usize,
+) -> candle_core::Result<candle_core::Tensor> {
     let mut shape = vec![1; tensor.rank()];
     if let Some(first) = shape.first_mut() {
         *first = amount;
@@ -39,7 +42,8 @@ impl Node for RepeatLatentBatch {
         let latent = object::<Latent>(inputs, "samples")?;
         let amount = size_input(inputs, "amount")?.max(1);
         let mut out = latent.as_ref().clone();
-        out.samples = repeat_batch(&latent.samples, amount).context("RepeatLatentBatch: samples")?;
+        out.samples =
+            repeat_batch(&latent.samples, amount).context("RepeatLatentBatch: samples")?;
         if let Some(mask) = &latent.noise_mask {
             if mask.dim(0).unwrap_or(1) > 1 {
                 out.noise_mask =

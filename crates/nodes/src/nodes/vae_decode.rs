@@ -21,7 +21,10 @@ impl Node for VaeDecode {
             .category("latent")
             .description("Decodes latent images back into pixel space images.")
             .input(InputSpec::required("samples", "LATENT").tooltip("The latent to be decoded."))
-            .input(InputSpec::required("vae", "VAE").tooltip("The VAE model used for decoding the latent."))
+            .input(
+                InputSpec::required("vae", "VAE")
+                    .tooltip("The VAE model used for decoding the latent."),
+            )
             .output(OutputSpec::new("IMAGE").tooltip("The decoded image."))
     }
 

@@ -31,8 +31,15 @@ pub(crate) fn grow_mask(mask: &Planes, grow: usize) -> Planes {
                 let mut sum = 0.0f32;
                 for ky in 0..grow {
                     for kx in 0..grow {
-                        let (sy, sx) = ((y + ky) as isize - padding as isize, (x + kx) as isize - padding as isize);
-                        if sy >= 0 && sx >= 0 && (sy as usize) < mask.height && (sx as usize) < mask.width {
+                        let (sy, sx) = (
+                            (y + ky) as isize - padding as isize,
+                            (x + kx) as isize - padding as isize,
+                        );
+                        if sy >= 0
+                            && sx >= 0
+                            && (sy as usize) < mask.height
+                            && (sx as usize) < mask.width
+                        {
                             sum += mask.at(b, 0, sy as usize, sx as usize);
                         }
                     }
@@ -53,7 +60,10 @@ impl Node for VaeEncodeForInpaint {
             .input(InputSpec::required("pixels", "IMAGE"))
             .input(InputSpec::required("vae", "VAE"))
             .input(InputSpec::required("mask", "MASK"))
-            .input(InputSpec::required("grow_mask_by", IntInput::new(6, 0, 64).step(1)))
+            .input(InputSpec::required(
+                "grow_mask_by",
+                IntInput::new(6, 0, 64).step(1),
+            ))
             .output(OutputSpec::new("LATENT"))
     }
 
@@ -70,16 +80,27 @@ impl Node for VaeEncodeForInpaint {
         let ratio = Vae::DOWNSCALE_RATIO;
         let (crop_h, crop_w) = ((height / ratio) * ratio, (width / ratio) * ratio);
         if crop_h == 0 || crop_w == 0 {
-            return Err(NodesError::input("pixels", format!("{width}x{height} is smaller than one latent cell")).into());
+            return Err(NodesError::input(
+                "pixels",
+                format!("{width}x{height} is smaller than one latent cell"),
+            )
+            .into());
         }
         let (mb, mh, mw) = mask.dims3("mask")?;
-        let mask_planes = Planes::from_nchw(
-            &mask
-                .values
-                .reshape((mb, 1, mh, mw))
-                .map_err(|source| NodesError::Tensor { context: "VAEEncodeForInpaint", source })?,
+        let mask_planes =
+            Planes::from_nchw(&mask.values.reshape((mb, 1, mh, mw)).map_err(|source| {
+                NodesError::Tensor {
+                    context: "VAEEncodeForInpaint",
+                    source,
+                }
+            })?)?;
+        let mask_full = common_upscale(
+            &mask_planes,
+            width,
+            height,
+            UpscaleMethod::Bilinear,
+            Crop::Disabled,
         )?;
-        let mask_full = common_upscale(&mask_planes, width, height, UpscaleMethod::Bilinear, Crop::Disabled)?;
         let (off_y, off_x) = ((height % ratio) / 2, (width % ratio) / 2);
         let mask_crop = mask_full.crop(off_y, off_x, crop_h, crop_w);
         let mut pixels = Planes::from_nhwc(&image.pixels)?.crop(off_y, off_x, crop_h, crop_w);
@@ -89,7 +110,11 @@ impl Node for VaeEncodeForInpaint {
         }
         for b in 0..batch {
             // Masks broadcast over the image batch when there is a single one.
-            let mb_index = if rounded.batch == 1 { 0 } else { b.min(rounded.batch - 1) };
+            let mb_index = if rounded.batch == 1 {
+                0
+            } else {
+                b.min(rounded.batch - 1)
+            };
             for c in 0..channels.min(3) {
                 for y in 0..crop_h {
                     for x in 0..crop_w {

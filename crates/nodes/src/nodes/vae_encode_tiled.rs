@@ -20,8 +20,14 @@ impl Node for VaeEncodeTiled {
             .category("_for_testing")
             .input(InputSpec::required("pixels", "IMAGE"))
             .input(InputSpec::required("vae", "VAE"))
-            .input(InputSpec::required("tile_size", IntInput::new(512, 64, 4096).step(64)))
-            .input(InputSpec::required("overlap", IntInput::new(64, 0, 4096).step(32)))
+            .input(InputSpec::required(
+                "tile_size",
+                IntInput::new(512, 64, 4096).step(64),
+            ))
+            .input(InputSpec::required(
+                "overlap",
+                IntInput::new(64, 0, 4096).step(32),
+            ))
             .input(
                 InputSpec::required("temporal_size", IntInput::new(64, 8, 4096).step(4))
                     .tooltip("Only used for video VAEs: Amount of frames to encode at a time."),

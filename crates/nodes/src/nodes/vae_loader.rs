@@ -30,10 +30,13 @@ impl Node for VaeLoader {
         let services = NodeServices::of(ctx)?;
         let path = model_path(services, inputs, "vae", "vae_name")?;
         let loaded = load_checkpoint(services, &path)?;
-        let vae = loaded.vae.clone().ok_or_else(|| NodesError::MissingComponent {
-            path: path.clone(),
-            what: "the file holds no VAE".to_owned(),
-        })?;
+        let vae = loaded
+            .vae
+            .clone()
+            .ok_or_else(|| NodesError::MissingComponent {
+                path: path.clone(),
+                what: "the file holds no VAE".to_owned(),
+            })?;
         Ok(NodeOutput::new(vec![vae.into_value()]))
     }
 }

@@ -33,7 +33,10 @@ impl Planes {
         if data.len() != expected {
             return Err(NodesError::input(
                 "samples",
-                format!("{} values for a {batch}x{channels}x{height}x{width} tensor", data.len()),
+                format!(
+                    "{} values for a {batch}x{channels}x{height}x{width} tensor",
+                    data.len()
+                ),
             ));
         }
         Ok(Planes {

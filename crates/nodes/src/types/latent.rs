@@ -48,7 +48,10 @@ impl Latent {
         self.samples.dims4().map_err(|_| {
             NodesError::input(
                 input,
-                format!("latent samples must be [B, C, H, W], got {:?}", self.samples.dims()),
+                format!(
+                    "latent samples must be [B, C, H, W], got {:?}",
+                    self.samples.dims()
+                ),
             )
         })
     }
@@ -59,7 +62,10 @@ impl Latent {
     }
 
     /// The latent input `name`.
-    pub fn from_inputs(inputs: &NodeInputs, name: &str) -> Result<std::sync::Arc<Latent>, NodeError> {
+    pub fn from_inputs(
+        inputs: &NodeInputs,
+        name: &str,
+    ) -> Result<std::sync::Arc<Latent>, NodeError> {
         inputs.object::<Latent>(name)
     }
 }

@@ -3,10 +3,10 @@
 
 use candle_core::Tensor;
 
-use super::ipndm::push_history;
+use super::derivative_history::sample_with_history;
 use super::{Sampler, SamplerContext};
 use crate::error::Result;
-use crate::tensor_ops::{add, add_scaled, scale, to_d};
+use crate::tensor_ops::{add, add_scaled, scale};
 
 /// `sample_deis(max_order=3, deis_mode='tab')`.
 #[derive(Clone, Copy, Debug)]
@@ -95,31 +95,19 @@ impl Sampler for Deis {
     fn sample(&self, ctx: &mut SamplerContext<'_>, x: Tensor, sigmas: &[f32]) -> Result<Tensor> {
         let max_order = self.max_order.clamp(1, 4);
         let coefficients = deis_coefficients(sigmas, max_order);
-        let total = sigmas.len().saturating_sub(1);
-        let mut x_next = x;
-        let mut buffer: Vec<Tensor> = Vec::new();
-        for i in 0..total {
-            let (t_cur, t_next) = (sigmas[i], sigmas[i + 1]);
-            let x_cur = x_next;
-            let denoised = ctx.model(&x_cur, t_cur)?;
-            ctx.report(i, total, t_cur, &x_cur, &denoised)?;
-            let d_cur = to_d(&x_cur, t_cur, &denoised)?;
-            let mut order = max_order.min(i + 1);
-            if t_next <= 0.0 {
-                order = 1;
-            }
-            x_next = if order == 1 {
-                add_scaled(&x_cur, &d_cur, t_next - t_cur)?
+        sample_with_history(ctx, x, sigmas, max_order, |step| {
+            let (x_cur, d_cur, buffer) = (step.x_cur, step.d_cur, step.history);
+            let order = if step.t_next <= 0.0 { 1 } else { step.order };
+            if order == 1 {
+                add_scaled(x_cur, d_cur, step.t_next - step.t_cur)
             } else {
-                let c = &coefficients[i];
-                let mut next = add(&x_cur, &scale(&d_cur, c[0] as f32)?)?;
+                let c = &coefficients[step.i];
+                let mut next = add(x_cur, &scale(d_cur, c[0] as f32)?)?;
                 for (k, &ck) in c.iter().enumerate().skip(1).take(order - 1) {
                     next = add(&next, &scale(&buffer[buffer.len() - k], ck as f32)?)?;
                 }
-                next
-            };
-            push_history(&mut buffer, d_cur, max_order);
-        }
-        Ok(x_next)
+                Ok(next)
+            }
+        })
     }
 }

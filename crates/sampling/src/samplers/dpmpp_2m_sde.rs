@@ -3,7 +3,8 @@
 
 use candle_core::Tensor;
 
-use super::common::{half_log_snr, offset_first_sigma_for_snr, reciprocal};
+use super::common::{offset_first_sigma_for_snr, reciprocal};
+use super::sde_step::SdeStep;
 use super::{Sampler, SamplerContext};
 use crate::error::Result;
 use crate::tensor_ops::{add, scale, sub};
@@ -86,34 +87,20 @@ impl Sampler for Dpmpp2mSde {
             if sigma_next == 0.0 {
                 x = denoised.clone();
             } else {
-                let lambda_s = half_log_snr(sigma, model);
-                let lambda_t = half_log_snr(sigma_next, model);
-                let step = lambda_t - lambda_s;
-                h = Some(step);
-                let h_eta = step * (self.eta + 1.0);
-                let alpha_t = sigma_next * lambda_t.exp();
-                let phi = -(-h_eta).exp_m1();
-                x = add(
-                    &scale(&x, sigma_next / sigma * (-step * self.eta).exp())?,
-                    &scale(&denoised, alpha_t * phi)?,
-                )?;
+                let step = SdeStep::new(sigma, sigma_next, self.eta, model);
+                h = Some(step.h);
+                x = step.first_order(&x, &denoised)?;
                 if let (Some(old), Some(last)) = (&old_denoised, h_last) {
-                    let r = last / step;
+                    let r = last / step.h;
                     let difference = sub(&denoised, old)?;
+                    let (alpha_t, phi) = (step.alpha_t, step.phi());
                     let coefficient = match self.solver {
-                        SolverType::Heun => alpha_t * (phi / -h_eta + 1.0) * reciprocal(r),
+                        SolverType::Heun => alpha_t * (phi / -step.h_eta + 1.0) * reciprocal(r),
                         SolverType::Midpoint => 0.5 * alpha_t * phi * reciprocal(r),
                     };
                     x = add(&x, &scale(&difference, coefficient)?)?;
                 }
-                if self.eta > 0.0 && self.s_noise > 0.0 {
-                    let n = noise.noise(sigma, sigma_next)?;
-                    let amount = (-(-2.0 * step * self.eta).exp_m1()).sqrt();
-                    x = add(
-                        &x,
-                        &scale(&scale(&scale(&n, sigma_next)?, amount)?, self.s_noise)?,
-                    )?;
-                }
+                x = step.add_noise(x, noise.as_mut(), self.s_noise)?;
             }
             old_denoised = Some(denoised);
             h_last = h;

@@ -2,7 +2,8 @@
 
 use candle_core::Tensor;
 
-use super::common::{half_log_snr, offset_first_sigma_for_snr};
+use super::common::offset_first_sigma_for_snr;
+use super::sde_step::SdeStep;
 use super::{Sampler, SamplerContext};
 use crate::error::Result;
 use crate::tensor_ops::{add, div_scalar, scale, sub};
@@ -59,21 +60,15 @@ impl Sampler for Dpmpp3mSde {
             if sigma_next == 0.0 {
                 x = denoised.clone();
             } else {
-                let lambda_s = half_log_snr(sigma, model);
-                let lambda_t = half_log_snr(sigma_next, model);
-                let step = lambda_t - lambda_s;
-                h = Some(step);
-                let h_eta = step * (self.eta + 1.0);
-                let alpha_t = sigma_next * lambda_t.exp();
-                x = add(
-                    &scale(&x, sigma_next / sigma * (-step * self.eta).exp())?,
-                    &scale(&denoised, alpha_t * -(-h_eta).exp_m1())?,
-                )?;
+                let step = SdeStep::new(sigma, sigma_next, self.eta, model);
+                h = Some(step.h);
+                x = step.first_order(&x, &denoised)?;
+                let (h_eta, alpha_t) = (step.h_eta, step.alpha_t);
                 let phi_2 = (-h_eta).exp_m1() / h_eta + 1.0;
                 match (&denoised_1, &denoised_2, h_1, h_2) {
                     (Some(d1), Some(d2), Some(last), Some(before_last)) => {
-                        let r0 = last / step;
-                        let r1 = before_last / step;
+                        let r0 = last / step.h;
+                        let r1 = before_last / step.h;
                         let d1_0 = div_scalar(&sub(&denoised, d1)?, r0)?;
                         let d1_1 = div_scalar(&sub(d1, d2)?, r1)?;
                         let spread = sub(&d1_0, &d1_1)?;
@@ -86,20 +81,13 @@ impl Sampler for Dpmpp3mSde {
                         )?;
                     }
                     (Some(d1), _, Some(last), _) => {
-                        let r = last / step;
+                        let r = last / step.h;
                         let d = div_scalar(&sub(&denoised, d1)?, r)?;
                         x = add(&x, &scale(&d, alpha_t * phi_2)?)?;
                     }
                     _ => {}
                 }
-                if self.eta > 0.0 && self.s_noise > 0.0 {
-                    let n = noise.noise(sigma, sigma_next)?;
-                    let amount = (-(-2.0 * step * self.eta).exp_m1()).sqrt();
-                    x = add(
-                        &x,
-                        &scale(&scale(&scale(&n, sigma_next)?, amount)?, self.s_noise)?,
-                    )?;
-                }
+                x = step.add_noise(x, noise.as_mut(), self.s_noise)?;
             }
             denoised_2 = denoised_1.take();
             denoised_1 = Some(denoised);

@@ -13,6 +13,7 @@ mod common;
 mod context;
 mod ddpm;
 mod deis;
+mod derivative_history;
 mod dpm_2;
 mod dpm_2_ancestral;
 mod dpm_fast;
@@ -32,6 +33,7 @@ mod ipndm_v;
 mod lcm;
 mod lms;
 mod res_multistep;
+mod sde_step;
 mod seeds;
 mod uni_pc;
 

@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use super::common::{half_log_snr, half_log_snr_to_sigma, lerp, offset_first_sigma_for_snr};
 use super::{Sampler, SamplerContext};
 use crate::error::Result;
+use crate::noise::NoiseSource;
 use crate::tensor_ops::{add, lincomb, scale, sub};
 
 /// `h·φ₁(h) = eʰ − 1`.
@@ -75,6 +76,65 @@ fn lerp_tensor(a: &Tensor, b: &Tensor, weight: f32) -> Result<Tensor> {
     }
 }
 
+/// The per-step quantities both SEEDS variants share between their stages.
+struct SeedsStep {
+    /// `σ`.
+    sigma: f32,
+    /// `h = λ' − λ`.
+    h: f32,
+    /// `h·(η + 1)`.
+    h_eta: f32,
+    /// `η`.
+    eta: f32,
+    /// Noise multiplier.
+    s_noise: f32,
+    /// Whether noise is drawn at all (`η > 0` and `s_noise > 0`).
+    inject: bool,
+}
+
+impl SeedsStep {
+    /// Stage 1 of both variants: the exponential step to `σ_s1` at fraction `r` of the step,
+    /// plus its noise, which the next stage continues.
+    fn first_stage(
+        &self,
+        x: &Tensor,
+        denoised: &Tensor,
+        noise: &mut dyn NoiseSource,
+        r: f64,
+        (sigma_s_1, alpha_s_1): (f32, f32),
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (r_f32, h, eta) = (r as f32, self.h, self.eta);
+        let x_1 = sub(
+            &scale(x, sigma_s_1 / self.sigma * (-r_f32 * h * eta).exp())?,
+            &scale(denoised, alpha_s_1 * phi_1(-r_f32 * self.h_eta))?,
+        )?;
+        if !self.inject {
+            return Ok((x_1, None));
+        }
+        let amount = (-((-2.0 * r) as f32 * h * eta).exp_m1()).sqrt();
+        let n = scale(&noise.noise(self.sigma, sigma_s_1)?, amount)?;
+        Ok((add_noise(&x_1, &n, sigma_s_1, self.s_noise)?, Some(n)))
+    }
+
+    /// The noise of the stage from fraction `r_from` (noise `previous`, at `sigma_from`) to
+    /// `r_to` (at `sigma_to`): the previous noise decayed plus fresh noise for the remainder.
+    fn continued_noise(
+        &self,
+        noise: &mut dyn NoiseSource,
+        previous: &Tensor,
+        (r_from, r_to): (f64, f64),
+        (sigma_from, sigma_to): (f32, f32),
+    ) -> Result<Tensor> {
+        let segment = (r_from - r_to) as f32 * self.h * self.eta;
+        let carried = scale(previous, segment.exp())?;
+        let fresh = scale(
+            &noise.noise(sigma_from, sigma_to)?,
+            (-(segment * 2.0).exp_m1()).sqrt(),
+        )?;
+        add(&carried, &fresh)
+    }
+}
+
 impl Sampler for Seeds2 {
     fn name(&self) -> &'static str {
         "seeds_2"
@@ -110,17 +170,21 @@ impl Sampler for Seeds2 {
             let alpha_s_1 = sigma_s_1 * lambda_s_1.exp();
             let alpha_t = sigma_next * lambda_t.exp();
 
-            let mut x_2 = sub(
-                &scale(&x, sigma_s_1 / sigma * (-r * h * eta).exp())?,
-                &scale(&denoised, alpha_s_1 * phi_1(-r * h_eta))?,
+            let shape = SeedsStep {
+                sigma,
+                h,
+                h_eta,
+                eta,
+                s_noise: self.s_noise,
+                inject,
+            };
+            let (x_2, sde_noise) = shape.first_stage(
+                &x,
+                &denoised,
+                noise.as_mut(),
+                self.r,
+                (sigma_s_1, alpha_s_1),
             )?;
-            let mut sde_noise = None;
-            if inject {
-                let amount = (-((-2.0 * self.r) as f32 * h * eta).exp_m1()).sqrt();
-                let n = scale(&noise.noise(sigma, sigma_s_1)?, amount)?;
-                x_2 = add_noise(&x_2, &n, sigma_s_1, self.s_noise)?;
-                sde_noise = Some(n);
-            }
             let denoised_2 = ctx.model(&x_2, sigma_s_1)?;
 
             let denoised_d = lerp_tensor(&denoised, &denoised_2, fac)?;
@@ -129,13 +193,13 @@ impl Sampler for Seeds2 {
                 &scale(&denoised_d, alpha_t * phi_1(-h_eta))?,
             )?;
             if let Some(n) = sde_noise {
-                let segment = (self.r - 1.0) as f32 * h * eta;
-                let carried = scale(&n, segment.exp())?;
-                let fresh = scale(
-                    &noise.noise(sigma_s_1, sigma_next)?,
-                    (-(segment * 2.0).exp_m1()).sqrt(),
+                let n = shape.continued_noise(
+                    noise.as_mut(),
+                    &n,
+                    (self.r, 1.0),
+                    (sigma_s_1, sigma_next),
                 )?;
-                x = add_noise(&x, &add(&carried, &fresh)?, sigma_next, self.s_noise)?;
+                x = add_noise(&x, &n, sigma_next, self.s_noise)?;
             }
         }
         Ok(x)
@@ -180,17 +244,21 @@ impl Sampler for Seeds3 {
             let alpha_t = sigma_next * lambda_t.exp();
 
             // Step 1
-            let mut x_2 = sub(
-                &scale(&x, sigma_s_1 / sigma * (-r_1 * h * eta).exp())?,
-                &scale(&denoised, alpha_s_1 * phi_1(-r_1 * h_eta))?,
+            let shape = SeedsStep {
+                sigma,
+                h,
+                h_eta,
+                eta,
+                s_noise: self.s_noise,
+                inject,
+            };
+            let (x_2, mut sde_noise) = shape.first_stage(
+                &x,
+                &denoised,
+                noise.as_mut(),
+                self.r_1,
+                (sigma_s_1, alpha_s_1),
             )?;
-            let mut sde_noise = None;
-            if inject {
-                let amount = (-((-2.0 * self.r_1) as f32 * h * eta).exp_m1()).sqrt();
-                let n = scale(&noise.noise(sigma, sigma_s_1)?, amount)?;
-                x_2 = add_noise(&x_2, &n, sigma_s_1, self.s_noise)?;
-                sde_noise = Some(n);
-            }
             let denoised_2 = ctx.model(&x_2, sigma_s_1)?;
 
             // Step 2
@@ -201,13 +269,12 @@ impl Sampler for Seeds3 {
                 &scale(&lincomb(a3_1, &denoised, a3_2, &denoised_2)?, alpha_s_2)?,
             )?;
             if let Some(n) = sde_noise.take() {
-                let segment = (self.r_1 - self.r_2) as f32 * h * eta;
-                let carried = scale(&n, segment.exp())?;
-                let fresh = scale(
-                    &noise.noise(sigma_s_1, sigma_s_2)?,
-                    (-(segment * 2.0).exp_m1()).sqrt(),
+                let n = shape.continued_noise(
+                    noise.as_mut(),
+                    &n,
+                    (self.r_1, self.r_2),
+                    (sigma_s_1, sigma_s_2),
                 )?;
-                let n = add(&carried, &fresh)?;
                 x_3 = add_noise(&x_3, &n, sigma_s_2, self.s_noise)?;
                 sde_noise = Some(n);
             }
@@ -221,13 +288,13 @@ impl Sampler for Seeds3 {
                 &scale(&lincomb(b1, &denoised, b3, &denoised_3)?, alpha_t)?,
             )?;
             if let Some(n) = sde_noise {
-                let segment = (self.r_2 - 1.0) as f32 * h * eta;
-                let carried = scale(&n, segment.exp())?;
-                let fresh = scale(
-                    &noise.noise(sigma_s_2, sigma_next)?,
-                    (-(segment * 2.0).exp_m1()).sqrt(),
+                let n = shape.continued_noise(
+                    noise.as_mut(),
+                    &n,
+                    (self.r_2, 1.0),
+                    (sigma_s_2, sigma_next),
                 )?;
-                x = add_noise(&x, &add(&carried, &fresh)?, sigma_next, self.s_noise)?;
+                x = add_noise(&x, &n, sigma_next, self.s_noise)?;
             }
         }
         Ok(x)

@@ -5,6 +5,8 @@ use kiln_graph::ExecutionEvent;
 /// One message on the engine's event bus.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
+// Always sent behind an `Arc`, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ServerEvent {
     /// The queue changed: `status` for every socket.
     Status {

@@ -78,7 +78,7 @@ pub enum CancelOutcome {
 
 /// Commands with their reply channels.
 pub(crate) enum EngineCommand {
-    Submit(Submission, oneshot::Sender<Result<f64, ServerError>>),
+    Submit(Box<Submission>, oneshot::Sender<Result<f64, ServerError>>),
     Interrupt(Option<String>, oneshot::Sender<CancelOutcome>),
     Cancel(String, oneshot::Sender<Result<CancelOutcome, ServerError>>),
     DeletePending(Vec<String>, oneshot::Sender<Result<usize, ServerError>>),
@@ -125,7 +125,7 @@ impl EngineHandle {
 
     /// Queues a validated prompt; returns its number.
     pub async fn submit(&self, submission: Submission) -> Result<f64, ServerError> {
-        self.request(|reply| EngineCommand::Submit(submission, reply))
+        self.request(|reply| EngineCommand::Submit(Box::new(submission), reply))
             .await?
     }
 
@@ -209,7 +209,10 @@ impl Engine {
         let mut store = QueueStore::open(&config.database)?;
         let requeued = store.requeue_interrupted()?;
         if requeued > 0 {
-            tracing::warn!(requeued, "re-queued prompts interrupted by the last shutdown");
+            tracing::warn!(
+                requeued,
+                "re-queued prompts interrupted by the last shutdown"
+            );
         }
         let (commands, inbox) = mpsc::sync_channel(COMMAND_CAPACITY);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
@@ -332,7 +335,7 @@ impl EngineState {
         // A dropped reply receiver means the client went away; the work is done anyway.
         match command {
             EngineCommand::Submit(submission, reply) => {
-                let _ = reply.send(self.submit(submission));
+                let _ = reply.send(self.submit(*submission));
             }
             EngineCommand::Interrupt(prompt_id, reply) => {
                 let _ = reply.send(self.interrupt(prompt_id.as_deref()));
@@ -435,7 +438,7 @@ impl EngineState {
         match self.store.start_next(started) {
             Ok(Some(item)) => {
                 self.running = Some((item.prompt_id.clone(), started));
-                if self.jobs.send(WorkerJob::Run(item)).is_err() {
+                if self.jobs.send(WorkerJob::Run(Box::new(item))).is_err() {
                     tracing::error!("the executor thread is gone; prompts stay queued");
                 }
             }

@@ -22,7 +22,7 @@ pub type UnloadModels = Arc<dyn Fn() + Send + Sync>;
 /// Work for the executor thread, done in order.
 pub(crate) enum WorkerJob {
     /// Run a prompt.
-    Run(QueueItem),
+    Run(Box<QueueItem>),
     /// `POST /free`, after the current prompt.
     Free {
         unload_models: bool,
@@ -54,7 +54,7 @@ pub(crate) fn run_worker(
     for job in jobs {
         match job {
             WorkerJob::Run(item) => {
-                let finished = run_prompt(&mut executor, item, &events);
+                let finished = run_prompt(&mut executor, *item, &events);
                 if engine
                     .send(EngineMessage::Finished(Box::new(finished)))
                     .is_err()

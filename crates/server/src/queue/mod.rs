@@ -5,7 +5,7 @@ mod item;
 mod jobs;
 mod store;
 
-pub use item::{number_json, HistoryRecord, JobStatus, QueueItem};
 pub(crate) use item::stored_extra_data;
+pub use item::{number_json, HistoryRecord, JobStatus, QueueItem};
 pub use jobs::JobPage;
 pub use store::{QueueStore, DEFAULT_MAX_HISTORY};

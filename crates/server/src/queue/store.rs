@@ -189,7 +189,16 @@ impl QueueStore {
                 .map_err(|e| self.db_error(e))?
         };
         for prompt_id in &running {
-            let number = -(self.next_number()? as f64);
+            // Ahead of everything pending, `front` items included.
+            let lowest: Option<f64> = self
+                .connection
+                .query_row(
+                    "SELECT MIN(number) FROM queue WHERE state = 'pending'",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(|e| self.db_error(e))?;
+            let number = lowest.unwrap_or(0.0).min(0.0) - 1.0;
             self.connection
                 .execute(
                     "UPDATE queue SET state = 'pending', number = ?1, start_time = NULL
@@ -351,7 +360,9 @@ impl QueueStore {
     fn items(&self, condition: &str) -> Result<Vec<QueueItem>, ServerError> {
         let mut statement = self
             .connection
-            .prepare(&format!("SELECT {ITEM_COLUMNS} FROM queue WHERE {condition}"))
+            .prepare(&format!(
+                "SELECT {ITEM_COLUMNS} FROM queue WHERE {condition}"
+            ))
             .map_err(|e| self.db_error(e))?;
         let raws: Vec<RawItem> = statement
             .query_map([], raw_item)
@@ -493,6 +504,7 @@ pub(crate) fn to_sql_int(value: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::JobStatus;
     use serde_json::json;
 
     fn item(prompt_id: &str, number: f64) -> QueueItem {
@@ -547,7 +559,9 @@ mod tests {
         ));
         for n in 0..5 {
             let id = format!("h{n}");
-            store.insert_pending(&item(&id, f64::from(n) + 1.0)).unwrap();
+            store
+                .insert_pending(&item(&id, f64::from(n) + 1.0))
+                .unwrap();
         }
         while let Some(next) = store.start_next(1).unwrap() {
             store.finish(&finished(next), 3).unwrap();

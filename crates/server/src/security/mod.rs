@@ -5,6 +5,6 @@ mod body;
 mod origin;
 mod paths;
 
-pub(crate) use body::{parse_json, JsonBody, RawBody, MAX_JSON_DEPTH};
+pub(crate) use body::{parse_json, JsonBody, RawBody};
 pub(crate) use origin::{cors_headers, origin_guard};
 pub use paths::{confine, PathError};

@@ -15,13 +15,16 @@ use crate::error::ServerError;
 
 /// The origin check (ComfyUI's `create_origin_only_middleware`). `OPTIONS` gets an empty 200.
 pub(crate) async fn origin_guard(request: Request, next: Next) -> Response {
-    let header = |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value: &HeaderValue| value.to_str().ok())
+    let refused = {
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value: &HeaderValue| value.to_str().ok())
+        };
+        cross_origin(header(HOST), header(ORIGIN))
     };
-    if let Some((origin, host)) = cross_origin(header(HOST), header(ORIGIN)) {
+    if let Some((origin, host)) = refused {
         tracing::warn!(%origin, %host, "request with non matching host and origin; refused");
         return ServerError::CrossOrigin { origin, host }.into_response();
     }

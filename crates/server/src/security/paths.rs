@@ -64,7 +64,9 @@ pub fn confine(base: &Path, relative: &str) -> Result<PathBuf, PathError> {
         match component {
             Component::Normal(part) => parts.push(part),
             Component::CurDir => {}
-            Component::ParentDir => return Err(refused(|path| PathError::ParentComponent { path })),
+            Component::ParentDir => {
+                return Err(refused(|path| PathError::ParentComponent { path }))
+            }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(refused(|path| PathError::Absolute { path }))
             }
@@ -120,7 +122,10 @@ mod tests {
         assert_eq!(confine(&base, "").unwrap(), base);
         assert_eq!(confine(&base, "./a/b.png").unwrap(), base.join("a/b.png"));
         assert_eq!(confine(&base, "a//b").unwrap(), base.join("a/b"));
-        assert_eq!(confine(&base, "57:3 x.json").unwrap(), base.join("57:3 x.json"));
+        assert_eq!(
+            confine(&base, "57:3 x.json").unwrap(),
+            base.join("57:3 x.json")
+        );
     }
 
     #[test]
@@ -128,12 +133,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path();
         for bad in ["../x", "a/../../x", "a/.."] {
-            assert!(matches!(confine(base, bad), Err(PathError::ParentComponent { .. })), "{bad}");
+            assert!(
+                matches!(confine(base, bad), Err(PathError::ParentComponent { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(confine(base, "/etc/passwd"), Err(PathError::Absolute { .. })));
+        assert!(matches!(
+            confine(base, "/etc/passwd"),
+            Err(PathError::Absolute { .. })
+        ));
         for bad in ["..\\x", "C:x", "a\0b"] {
             assert!(
-                matches!(confine(base, bad), Err(PathError::ForbiddenCharacter { .. })),
+                matches!(
+                    confine(base, bad),
+                    Err(PathError::ForbiddenCharacter { .. })
+                ),
                 "{bad}"
             );
         }
@@ -149,9 +163,18 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("nothing"), base.join("dangling")).unwrap();
         std::fs::create_dir(base.join("inner")).unwrap();
         std::os::unix::fs::symlink(base.join("inner"), base.join("inside")).unwrap();
-        assert!(matches!(confine(base, "link/x.png"), Err(PathError::Escapes { .. })));
-        assert!(matches!(confine(base, "link"), Err(PathError::Escapes { .. })));
-        assert!(matches!(confine(base, "dangling"), Err(PathError::Escapes { .. })));
+        assert!(matches!(
+            confine(base, "link/x.png"),
+            Err(PathError::Escapes { .. })
+        ));
+        assert!(matches!(
+            confine(base, "link"),
+            Err(PathError::Escapes { .. })
+        ));
+        assert!(matches!(
+            confine(base, "dangling"),
+            Err(PathError::Escapes { .. })
+        ));
         assert!(confine(base, "inside/new.png").is_ok());
     }
 }
