@@ -1,26 +1,25 @@
 //! The `kiln` binary: parses ComfyUI's flags, says which of them Kiln ignores, and dispatches
 //! to a subcommand (the server when there is none).
 
-use std::io;
 use std::process::ExitCode;
 
 use kiln::commands;
 use kiln::flags::{mps_fallback_note, Cli, ComfyArgs, Command};
 use kiln_folders::FolderPaths;
-
-/// Exit code for "this part of Kiln does not exist yet".
-const NOT_AVAILABLE: u8 = 2;
+use kiln_server::LogBuffer;
 
 fn main() -> ExitCode {
+    let process_start = std::time::Instant::now();
     let cli = Cli::parse_checked();
-    init_logging(&cli.global);
+    let logs = LogBuffer::new();
+    init_logging(&cli.global, &logs);
     for warning in cli.global.compatibility_warnings() {
         eprintln!("{warning}");
     }
     if let Some(note) = mps_fallback_note() {
         eprintln!("{note}");
     }
-    match run(&cli) {
+    match run(&cli, process_start, logs) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("kiln: error: {error:#}");
@@ -29,13 +28,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: &Cli, process_start: std::time::Instant, logs: LogBuffer) -> anyhow::Result<ExitCode> {
     match &cli.command {
         None | Some(Command::Serve) => {
-            eprintln!(
-                "kiln: the server is not implemented yet (see issue: ComfyUI-compatible server); use `kiln inspect` / `kiln doctor`"
-            );
-            Ok(ExitCode::from(NOT_AVAILABLE))
+            commands::serve(&cli.global, cli.simulate_device.as_deref(), logs)
         }
         Some(Command::Inspect(args)) => Ok(commands::inspect(args, folders(cli).as_ref())),
         Some(Command::Doctor(args)) => commands::doctor(
@@ -48,16 +44,26 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             commands::run(args, &cli.global, cli.simulate_device.as_deref())
         }
         Some(Command::Testgen(args)) => commands::testgen(args),
+        Some(Command::Bench(args)) => commands::bench(
+            args,
+            &cli.global,
+            cli.simulate_device.as_deref(),
+            process_start,
+        ),
     }
 }
 
-/// `--verbose` sets the level; logs go to stderr unless `--log-stdout`, as in ComfyUI.
-fn init_logging(args: &ComfyArgs) {
-    let builder = tracing_subscriber::fmt().with_max_level(args.log_level().level_filter());
+/// `--verbose` sets the level; logs go to stderr unless `--log-stdout`, as in ComfyUI, and are
+/// also kept in `logs` for the server's `/internal/logs`.
+fn init_logging(args: &ComfyArgs, logs: &LogBuffer) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(args.log_level().level_filter())
+        .with_ansi(false);
+    let logs = logs.clone();
     if args.log_stdout {
-        builder.with_writer(io::stdout).init();
+        builder.with_writer(move || logs.stdout_writer()).init();
     } else {
-        builder.with_writer(io::stderr).init();
+        builder.with_writer(move || logs.writer()).init();
     }
 }
 

@@ -18,6 +18,9 @@ pub enum Command {
     Run(RunArgs),
     /// Write small deterministic test checkpoints in every supported layout and dtype.
     Testgen(TestgenArgs),
+    /// Time real-size SD1.5 (random weights) through the workflow engine: s/step, peak RSS,
+    /// start-to-first-step and per-stage times.
+    Bench(BenchArgs),
 }
 
 /// `kiln inspect FILE... [--json]`.
@@ -51,6 +54,38 @@ pub struct RunArgs {
     /// Override one node input, e.g. `--set 3.seed=42` (repeatable).
     #[arg(long = "set", value_name = "NODE.INPUT=VALUE", value_parser = parse_input_override)]
     pub overrides: Vec<InputOverride>,
+}
+
+/// `kiln bench [--steps N] [--size PX] [--storage f16|f32] [--dir DIR] [--json] [--out FILE]`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct BenchArgs {
+    /// Sampler steps.
+    #[arg(long, default_value_t = 3)]
+    pub steps: u32,
+    /// Image width and height in pixels (a multiple of 8).
+    #[arg(long, default_value_t = 512)]
+    pub size: u32,
+    /// Storage dtype of the generated checkpoint.
+    #[arg(long, value_enum, default_value_t = BenchStorage::F16)]
+    pub storage: BenchStorage,
+    /// Where the random-weight checkpoint is written once and reused (default: a temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Storage dtype of the benchmark checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchStorage {
+    /// Half precision, as released SD1.5 files.
+    F16,
+    /// Single precision.
+    F32,
 }
 
 /// `kiln testgen DIR`.

@@ -34,7 +34,9 @@ pub use comfy_args::{
     ComfyArgs, DEFAULT_COMFY_API_BASE, DEFAULT_FRONT_END_VERSION, DEFAULT_LISTEN,
     DEFAULT_MAX_UPLOAD_SIZE_MB, DEFAULT_PORT, DEFAULT_PREVIEW_SIZE, LISTEN_ALL,
 };
-pub use commands::{Command, DoctorArgs, InputOverride, InspectArgs, RunArgs, TestgenArgs};
+pub use commands::{
+    BenchArgs, BenchStorage, Command, DoctorArgs, InputOverride, InspectArgs, RunArgs, TestgenArgs,
+};
 pub use groups::{ExclusiveGroup, EXCLUSIVE_GROUPS};
 pub use notes::{mps_fallback_note, MPS_FALLBACK_VARIABLE};
 pub use support::{flag_entry, FlagEntry, FlagSupport, COMFY_FLAGS};
