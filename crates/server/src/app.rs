@@ -1,5 +1,6 @@
 //! [`app`]: the whole ComfyUI route table in one place. Every API route answers at `/x` and
-//! at `/api/x`; `/internal/*` only there; the web root is the fallback.
+//! at `/api/x`; `/internal/*` only there; the web root (the official frontend, or else the
+//! built-in page) is the fallback.
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -11,7 +12,7 @@ use crate::routes::{
 };
 use crate::security::{cors_headers, origin_guard};
 use crate::state::AppState;
-use crate::ws;
+use crate::{page, ws};
 
 /// The server's router.
 pub fn app(state: AppState) -> Router {
@@ -89,7 +90,9 @@ pub fn app(state: AppState) -> Router {
     router = match &config.front_end_root {
         Some(root) => router.fallback_service(static_files::frontend(root)),
         None => router
-            .route("/", get(static_files::index))
+            .route("/", get(page::index))
+            .route("/page/app.js", get(page::script))
+            .route("/page/style.css", get(page::style))
             .fallback(static_files::not_found),
     };
     let router = router.layer(DefaultBodyLimit::max(config.max_json_bytes));

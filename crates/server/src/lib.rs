@@ -11,6 +11,8 @@
 //!   ([`ServerEvent`]).
 //! - [`app`]: the route table. Handlers are short: they validate and send commands, or read
 //!   the database; [`ServerError`] decides every status code.
+//! - The web root: the official frontend from `--front-end-root`, or else the built-in page
+//!   ([`builtin_page`]: one HTML, script and stylesheet embedded in the binary).
 //! - Security: [`confine`] keeps every client path inside its folder; the origin check or CORS
 //!   headers; bounded bodies and JSON depth.
 //!
@@ -46,6 +48,7 @@ mod error;
 mod files;
 mod images;
 mod logs;
+mod page;
 mod queue;
 mod routes;
 mod security;
@@ -64,10 +67,10 @@ pub use engine::{
 };
 pub use error::ServerError;
 pub use logs::{LogBuffer, LogWriter};
+pub use page::builtin_page;
 pub use queue::{
     number_json, HistoryRecord, JobPage, JobStatus, QueueItem, QueueStore, DEFAULT_MAX_HISTORY,
 };
-pub use routes::static_files::builtin_page;
 pub use security::{confine, PathError};
 pub use server::{BoundServer, Server};
 pub use state::AppState;

@@ -514,7 +514,7 @@ async fn the_web_root_serves_the_frontend_or_the_builtin_page() {
         .send(Request::get("/").body(Body::empty()).unwrap())
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(String::from_utf8_lossy(&body).contains("built-in generation page is coming"));
+    assert!(String::from_utf8_lossy(&body).contains("id=\"generate\""));
     assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
     drop(server);
 
