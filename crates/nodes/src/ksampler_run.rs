@@ -2,7 +2,8 @@
 //! the seed (per `batch_index`), sigmas for scheduler/sampler/steps/denoise, the
 //! `KSamplerAdvanced` step window, conditioning turned into guided entries (SDXL ADM vectors
 //! from the size options), classifier-free guidance over the UNet, the noise-mask blending of
-//! inpainting (`KSamplerX0Inpaint`), and per-step progress with interruption.
+//! inpainting (`KSamplerX0Inpaint`), and per-step progress (with a preview of the denoised
+//! prediction under `--preview-method`) and interruption.
 
 use std::ops::ControlFlow;
 
@@ -20,7 +21,9 @@ use kiln_sampling::{
 };
 
 use crate::error::{NodesError, TensorContext};
+use crate::preview::{Previewer, StepPreviews};
 use crate::resample::{common_upscale, Crop, Planes, UpscaleMethod};
+use crate::services::NodeServices;
 use crate::types::{Conditioning, Latent, Model, SizeConditioning};
 
 /// Everything `common_ksampler` takes besides the model, conditioning and latent.
@@ -302,8 +305,19 @@ pub(crate) fn common_ksampler(
         seed: settings.seed,
         kernel: noise_kernel,
     };
+    // `prepare_callback`: one previewer per run, fed each step's denoised prediction.
+    let previewer = ctx.services::<NodeServices>().ok().and_then(|services| {
+        Previewer::for_model(
+            services,
+            model.architecture,
+            &device,
+            services.preview_size(),
+        )
+    });
+    let mut previews = StepPreviews::new(previewer);
     let mut progress = |info: &StepInfo<'_>| {
-        ctx.progress(info.step as u64 + 1, info.total as u64, None);
+        let preview = previews.preview(info.denoised);
+        ctx.progress(info.step as u64 + 1, info.total as u64, preview);
         if ctx.is_interrupted() {
             ControlFlow::Break(())
         } else {

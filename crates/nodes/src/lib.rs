@@ -30,6 +30,7 @@ mod model_cache;
 mod node_util;
 pub mod nodes;
 mod png_output;
+mod preview;
 mod python_json;
 mod registry;
 mod resample;
@@ -47,6 +48,10 @@ pub use image_io::{decode_image, file_sha256, list_input_files, DecodedImage};
 pub use loader::{load_checkpoint, LoadedCheckpoint};
 pub use model_cache::{ModelCache, ModelKey};
 pub use png_output::{read_png_text, to_u8, write_png, Pixels8};
+pub use preview::{
+    contain_size, encode_preview, preview_byte, taesd_decoder_name, Latent2Rgb, PreviewDecoder,
+    Previewer, TaesdDecoder, DEFAULT_PREVIEW_SIZE, PREVIEW_JPEG_QUALITY,
+};
 pub use python_json::{python_float_repr, python_json_dumps};
 pub use registry::builtin_registry;
 pub use resample::{common_upscale, Crop, Planes, UpscaleMethod};

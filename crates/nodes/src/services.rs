@@ -41,6 +41,7 @@ pub struct NodeServices {
     simulated: bool,
     disable_metadata: bool,
     preview: PreviewMethod,
+    preview_size: u32,
     noise_kernel: NormalKernel,
     models: ModelCache,
 }
@@ -53,6 +54,7 @@ pub struct NodeServicesBuilder {
     simulated: bool,
     disable_metadata: bool,
     preview: PreviewMethod,
+    preview_size: u32,
     noise_kernel: NormalKernel,
 }
 
@@ -76,6 +78,12 @@ impl NodeServicesBuilder {
         self
     }
 
+    /// `--preview-size`: the longest side of preview images, in pixels.
+    pub fn preview_size(mut self, size: u32) -> Self {
+        self.preview_size = size.max(1);
+        self
+    }
+
     /// Which torch CPU `randn` kernel initial noise reproduces (AVX2 on x86-64 by default).
     pub fn noise_kernel(mut self, kernel: NormalKernel) -> Self {
         self.noise_kernel = kernel;
@@ -90,6 +98,7 @@ impl NodeServicesBuilder {
             simulated: self.simulated,
             disable_metadata: self.disable_metadata,
             preview: self.preview,
+            preview_size: self.preview_size,
             noise_kernel: self.noise_kernel,
             models: ModelCache::default(),
         }
@@ -105,6 +114,7 @@ impl NodeServices {
             simulated: false,
             disable_metadata: false,
             preview: PreviewMethod::None,
+            preview_size: crate::preview::DEFAULT_PREVIEW_SIZE,
             noise_kernel: NormalKernel::default(),
         }
     }
@@ -152,6 +162,11 @@ impl NodeServices {
     /// `--preview-method`.
     pub fn preview_method(&self) -> PreviewMethod {
         self.preview
+    }
+
+    /// `--preview-size`: the longest side of preview images, in pixels.
+    pub fn preview_size(&self) -> u32 {
+        self.preview_size
     }
 
     /// The torch `randn` kernel initial noise reproduces.

@@ -8,6 +8,7 @@ mod inspect;
 mod resolve;
 mod run;
 mod serve;
+mod services;
 mod testgen;
 
 pub use bench::bench;

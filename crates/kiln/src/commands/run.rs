@@ -16,11 +16,11 @@ use kiln_graph::{
     workflow_from_png, workflow_to_prompt, ExecutionEvent, ExecutionObserver, ExecutionRequest,
     Executor, GraphError, InputType, NodeRegistry, Validator,
 };
-use kiln_nodes::{builtin_registry, NodeServices, PreviewMethod as NodePreview};
-use kiln_runtime::{detect_device, simulated_profile, Planner};
+use kiln_nodes::{builtin_registry, NodeServices};
 use serde_json::{json, Map, Value as Json};
 
-use crate::flags::{ComfyArgs, InputOverride, PreviewMethod, RunArgs};
+use super::services::node_services;
+use crate::flags::{ComfyArgs, InputOverride, RunArgs};
 
 /// Exit code when the workflow is invalid or a node fails.
 const WORKFLOW_FAILED: u8 = 1;
@@ -239,30 +239,7 @@ fn build_services(global: &ComfyArgs, simulate: Option<&str>) -> anyhow::Result<
     let folders = global
         .folder_paths()
         .context("cannot set up the model folders")?;
-    let options = global.plan_options();
-    let (profile, simulated) = match simulate {
-        Some(name) => (simulated_profile(name)?, true),
-        None => {
-            let (profile, fallback) = detect_device(&options);
-            if let Some(why) = fallback {
-                tracing::info!("{why}");
-            }
-            (profile, false)
-        }
-    };
-    let preview = match global.preview_method() {
-        PreviewMethod::NoPreviews => NodePreview::None,
-        PreviewMethod::Auto => NodePreview::Auto,
-        PreviewMethod::Latent2rgb => NodePreview::Latent2Rgb,
-        PreviewMethod::Taesd => NodePreview::Taesd,
-    };
-    Ok(
-        NodeServices::builder(folders, Planner::new(options, profile))
-            .simulated(simulated)
-            .disable_metadata(global.disable_metadata)
-            .preview_method(preview)
-            .build(),
-    )
+    Ok(node_services(global, simulate, folders)?.0)
 }
 
 /// One line per validation error: `node 5 (EmptyLatentImage) input 'width': Value 100000

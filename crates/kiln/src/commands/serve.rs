@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kiln_nodes::{builtin_registry, NodeServices, PreviewMethod as NodePreview};
-use kiln_runtime::{detect_device, detect_host, simulated_profile, BackendKind, Planner};
+use kiln_nodes::builtin_registry;
+use kiln_runtime::{detect_host, BackendKind};
 use kiln_server::{DeviceStats, LogBuffer, Server, ServerConfig};
 
-use crate::flags::{ComfyArgs, PreviewMethod};
+use super::services::node_services;
+use crate::flags::ComfyArgs;
 
 /// Runs the server until Ctrl-C. `logs` is the buffer the log subscriber writes into
 /// (`/internal/logs` shows it).
@@ -27,17 +28,7 @@ pub fn serve(
         .context("cannot set up the model folders")?;
     clear_temp_directory(folders.temp_directory());
 
-    let options = global.plan_options();
-    let (profile, simulated) = match simulate {
-        Some(name) => (simulated_profile(name)?, true),
-        None => {
-            let (profile, fallback) = detect_device(&options);
-            if let Some(why) = fallback {
-                eprintln!("kiln: {why}");
-            }
-            (profile, false)
-        }
-    };
+    let (services, profile) = node_services(global, simulate, folders.clone())?;
     eprintln!(
         "kiln: device {} — {} ({} MiB total, {} MiB free)",
         profile.name,
@@ -45,20 +36,8 @@ pub fn serve(
         profile.total_memory >> 20,
         profile.free_memory >> 20
     );
-    let preview = match global.preview_method() {
-        PreviewMethod::NoPreviews => NodePreview::None,
-        PreviewMethod::Auto => NodePreview::Auto,
-        PreviewMethod::Latent2rgb => NodePreview::Latent2Rgb,
-        PreviewMethod::Taesd => NodePreview::Taesd,
-    };
-    let devices = device_stats(profile.clone());
-    let services = Arc::new(
-        NodeServices::builder(folders.clone(), Planner::new(options, profile))
-            .simulated(simulated)
-            .disable_metadata(global.disable_metadata)
-            .preview_method(preview)
-            .build(),
-    );
+    let devices = device_stats(profile);
+    let services = Arc::new(services);
     let combos = Arc::clone(&services);
     let unload = Arc::clone(&services);
     let config = ServerConfig::builder(folders, Arc::new(builtin_registry()), services)
