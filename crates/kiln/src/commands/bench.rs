@@ -69,7 +69,7 @@ pub fn bench(
     simulate: Option<&str>,
     process_start: Instant,
 ) -> anyhow::Result<ExitCode> {
-    if args.steps == 0 || args.size == 0 || args.size % 8 != 0 {
+    if args.steps == 0 || args.size == 0 || !args.size.is_multiple_of(8) {
         bail!("--steps must be ≥ 1 and --size a positive multiple of 8");
     }
     let dir = args

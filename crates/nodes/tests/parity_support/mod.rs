@@ -4,7 +4,7 @@
 //! `tests/workflows`, and an engine that converts, validates and executes a workflow in-process
 //! and hands back the PNG SaveImage wrote plus the values a probe node saw.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test helpers
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
