@@ -12,7 +12,7 @@ use crate::routes::{
 };
 use crate::security::{cors_headers, origin_guard};
 use crate::state::AppState;
-use crate::{page, ws};
+use crate::{page, templates, ws};
 
 /// The server's router.
 pub fn app(state: AppState) -> Router {
@@ -47,7 +47,12 @@ pub fn app(state: AppState) -> Router {
         .route("/embeddings", get(info::embeddings))
         .route("/extensions", get(info::extensions))
         .route("/i18n", get(info::i18n))
-        .route("/workflow_templates", get(info::workflow_templates))
+        .route("/workflow_templates", get(templates::module_list))
+        .route(
+            "/workflow_templates/{module}/{file}",
+            get(templates::module_asset),
+        )
+        .route("/global_subgraphs", get(templates::global_subgraphs))
         .route("/models", get(models::folders))
         .route("/models/{folder}", get(models::files))
         .route("/experiment/models", get(models::experiment_folders))
@@ -84,9 +89,10 @@ pub fn app(state: AppState) -> Router {
         .merge(api.clone())
         .nest("/api", api)
         .nest("/internal", internal);
-    if let Some(dir) = &config.templates_dir {
-        router = router.nest_service("/templates", static_files::templates(dir));
-    }
+    router = match &config.templates_dir {
+        Some(dir) => router.nest_service("/templates", static_files::templates(dir)),
+        None => router.nest_service("/templates", templates::embedded_core_service()),
+    };
     router = match &config.front_end_root {
         Some(root) => router.fallback_service(static_files::frontend(root)),
         None => router

@@ -13,6 +13,9 @@
 //!   the database; [`ServerError`] decides every status code.
 //! - The web root: the official frontend from `--front-end-root`, or else the built-in page
 //!   ([`builtin_page`]: one HTML, script and stylesheet embedded in the binary).
+//! - Workflow templates embedded in the binary (SD1.5 default graph, img2img, LoRA, SDXL) at
+//!   `/templates/` (a configured templates folder overrides them file by file) and at
+//!   `/api/workflow_templates/kiln/`.
 //! - Security: [`confine`] keeps every client path inside its folder; the origin check or CORS
 //!   headers; bounded bodies and JSON depth.
 //!
@@ -54,6 +57,7 @@ mod routes;
 mod security;
 mod server;
 mod state;
+mod templates;
 mod userdata;
 mod ws;
 

@@ -1,6 +1,5 @@
 //! Introspection: `/object_info` from the node registry, `/system_stats`, `/features` and the
-//! small lists the frontend asks for at boot (`/extensions`, `/i18n`, `/workflow_templates`,
-//! `/embeddings`).
+//! small lists the frontend asks for at boot (`/extensions`, `/i18n`, `/embeddings`).
 
 use axum::extract::{Path, State};
 use axum::Json as Reply;
@@ -91,11 +90,6 @@ pub(crate) async fn extensions() -> Reply<Json> {
 
 /// `GET /i18n`: no custom node translations.
 pub(crate) async fn i18n() -> Reply<Json> {
-    Reply(json!({}))
-}
-
-/// `GET /workflow_templates`: no custom node template modules.
-pub(crate) async fn workflow_templates() -> Reply<Json> {
     Reply(json!({}))
 }
 
