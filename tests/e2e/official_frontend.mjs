@@ -33,10 +33,7 @@ const SPEC_ANSWERS = [
  * server's owner. They are printed on every run; remove a line once the server is fixed, so the
  * test then guards the fix.
  */
-const KNOWN_GAPS = [
-  [404, /^\/templates\//, 'no workflow templates are served: the templates dialog says "No templates found" and logs "Error loading core workflow templates"'],
-  [404, /^\/api\/global_subgraphs$/, 'ComfyUI answers {} (the frontend treats non-200 as {})'],
-];
+const KNOWN_GAPS = [];
 
 /** Splits the server's error answers into expected ones, known gaps and failures. */
 function judgeResponses(badResponses) {

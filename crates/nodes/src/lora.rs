@@ -28,10 +28,12 @@ struct LoraPair {
 }
 
 /// Suffix pairs `(up, down)` of the supported layouts.
-const PAIR_SUFFIXES: [(&str, &str); 3] = [
+const PAIR_SUFFIXES: [(&str, &str); 4] = [
     (".lora_up.weight", ".lora_down.weight"),
     (".lora_B.weight", ".lora_A.weight"),
     (".lora.up.weight", ".lora.down.weight"),
+    // diffusers' attention-processor LoRAs: `…attn1.processor.to_q_lora.up.weight`.
+    ("_lora.up.weight", "_lora.down.weight"),
 ];
 
 /// Every low-rank pair of the file by module stem.
@@ -193,7 +195,15 @@ pub(crate) fn key_table(
                     format!("lora_unet_{}", diffusers.replace('.', "_")),
                     target.clone(),
                 );
-                table.insert(format!("unet.{diffusers}"), target.clone());
+                // ComfyUI's diffusers aliases (`model_lora_keys_unet`): attention projections
+                // under `processor.`, with or without `unet.`; plain `unet.<path>` (PEFT) keys
+                // are not among them, so they are not applied, as in ComfyUI.
+                let mut processor = diffusers.replace(".to_", ".processor.to_");
+                if let Some(stripped) = processor.strip_suffix(".to_out.0") {
+                    processor = format!("{stripped}.to_out");
+                }
+                table.insert(processor.clone(), target.clone());
+                table.insert(format!("unet.{processor}"), target.clone());
             }
         }
     }

@@ -14,9 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use candle_core::Tensor;
 use kiln_graph::{NodeInputs, TypedObject, Value};
-use kiln_models::Attention;
-use kiln_models::{CfgDenoiser, GuidedCond, Unet, Weights};
-use kiln_nodes::{to_u8, Image, Latent, Vae};
+use kiln_models::{Attention, CfgDenoiser, GuidedCond, Unet, Weights};
+use kiln_nodes::{to_u8, Conditioning, Image, Latent, Model, Vae};
 use kiln_sampling::samplers::Denoiser;
 use parity_support::{
     load_workflow, node_id_of, relative_max_diff, report, set_widget, set_widget_of, widget_names,
@@ -27,6 +26,7 @@ use serde_json::{json, Value as Json};
 /// UI ids shared by every workflow file (ComfyUI's default graph numbering).
 const SAMPLER_NODE: u64 = 3;
 const CHECKPOINT_NODE: u64 = 4;
+const EMPTY_LATENT_NODE: u64 = 5;
 const POSITIVE_NODE: u64 = 6;
 const NEGATIVE_NODE: u64 = 7;
 const VAE_ENCODE_NODE: u64 = 11;
@@ -56,8 +56,9 @@ fn same_value(a: &Json, b: &Json) -> bool {
     }
 }
 
-/// Checks that a saved workflow already carries the fixture's prompts, checkpoint and image
-/// size, so the files reproduce ComfyUI's run as saved.
+/// Checks that a saved workflow already carries the fixture's prompts, checkpoint and latent
+/// size (`EmptyLatentImage(64, 64, 1)`, where the graph has one), so the files reproduce
+/// ComfyUI's run as saved.
 fn assert_fixture_settings(name: &str, workflow: &Json, checkpoint: &Json, settings: &Json) {
     let expect = |id: u64, key: &str, value: &Json| {
         let saved = widget(workflow, id, key);
@@ -69,6 +70,17 @@ fn assert_fixture_settings(name: &str, workflow: &Json, checkpoint: &Json, setti
     expect(CHECKPOINT_NODE, "ckpt_name", &checkpoint["file"]);
     expect(POSITIVE_NODE, "text", &settings["positive"]);
     expect(NEGATIVE_NODE, "text", &settings["negative"]);
+    let has_empty_latent = workflow["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|node| node["id"] == EMPTY_LATENT_NODE);
+    if has_empty_latent {
+        for key in ["width", "height"] {
+            expect(EMPTY_LATENT_NODE, key, &json!(64));
+        }
+        expect(EMPTY_LATENT_NODE, "batch_size", &json!(1));
+    }
 }
 
 /// The workflow file that builds a `ksampler_cases` case, with the case's varying settings
@@ -246,34 +258,37 @@ fn replay_on_latent(
     latent: &Tensor,
 ) -> (Vec<u8>, Tensor) {
     let probed = &run.probed;
-    let object = |ty: &str, value: Value| -> Value {
-        assert!(matches!(&value, Value::Object(o) if o.type_name() == ty));
-        value
-    };
+    let shared = |ty: &str, v: Option<Value>| v.unwrap_or_else(|| panic!("no {ty} probed"));
     let mut inputs = NodeInputs::new()
         .with(
             "model",
-            object(
-                "MODEL",
-                Value::Object(TypedObject::from_arc(
-                    "MODEL",
-                    probed.model.clone().unwrap(),
-                )),
+            shared(
+                Model::TYPE,
+                probed
+                    .model
+                    .clone()
+                    .map(|m| Value::Object(TypedObject::from_arc(Model::TYPE, m))),
             ),
         )
         .with(
             "positive",
-            Value::Object(TypedObject::from_arc(
-                "CONDITIONING",
-                probed.positive.clone().unwrap(),
-            )),
+            shared(
+                Conditioning::TYPE,
+                probed
+                    .positive
+                    .clone()
+                    .map(|c| Value::Object(TypedObject::from_arc(Conditioning::TYPE, c))),
+            ),
         )
         .with(
             "negative",
-            Value::Object(TypedObject::from_arc(
-                "CONDITIONING",
-                probed.negative.clone().unwrap(),
-            )),
+            shared(
+                Conditioning::TYPE,
+                probed
+                    .negative
+                    .clone()
+                    .map(|c| Value::Object(TypedObject::from_arc(Conditioning::TYPE, c))),
+            ),
         )
         .with("latent_image", Latent::new(latent.clone()).into_value());
     let sampler = &run.prompt[SAMPLER_NODE.to_string()];
@@ -296,7 +311,10 @@ fn replay_on_latent(
         .with("samples", Latent::new(sampled.samples.clone()).into_value())
         .with(
             "vae",
-            Value::Object(TypedObject::from_arc("VAE", probed.vae.clone().unwrap())),
+            Value::Object(TypedObject::from_arc(
+                Vae::TYPE,
+                probed.vae.clone().unwrap(),
+            )),
         );
     let image = engine.run_node("VAEDecode", &decode).values[0]
         .downcast::<Image>("IMAGE")
