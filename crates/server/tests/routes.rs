@@ -125,7 +125,8 @@ async fn validation_errors_use_comfyui_shapes() {
 async fn the_queue_orders_deletes_and_clears() {
     let server = TestServer::new();
     // A long prompt occupies the executor; the rest wait.
-    let running = server.submit(slow_prompt(1, 400, 5)).await;
+    // Long enough to still be running under a loaded CI machine; it is interrupted below.
+    let running = server.submit(slow_prompt(1, 6000, 10)).await;
     let mut pending = Vec::new();
     for value in 2..=4 {
         pending.push(server.submit(slow_prompt(value, 1, 0)).await);

@@ -211,7 +211,7 @@ async fn a_prompt_over_real_sockets() {
     let (_, answer) = post(
         address,
         "/prompt",
-        &json!({"prompt": slow_prompt(6, 2000, 5), "client_id": "client-a"}),
+        &json!({"prompt": slow_prompt(6, 6000, 5), "client_id": "client-a"}),
     )
     .await;
     let slow_id = answer["prompt_id"].as_str().unwrap().to_owned();
