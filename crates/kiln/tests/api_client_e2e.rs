@@ -11,16 +11,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use support::Server;
 
 /// How long the server may take to print its URL.
-const SERVER_START: Duration = Duration::from_secs(120);
 /// How long the client script may run.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
 /// The client package, as pinned in `tests/e2e/package.json`.
@@ -66,62 +66,6 @@ fn node_with_client() -> Option<PathBuf> {
             eprintln!("skipped: {why}");
             None
         }
-    }
-}
-
-/// A `kiln serve` process on a random loopback port, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(base: &Path) -> Server {
-        let log = base.join("kiln-serve.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--base-directory")
-            .arg(base)
-            .args(["--port", "0", "--cpu", "--preview-method", "latent2rgb"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (lines, received) = mpsc::channel();
-        // Keeps draining stdout for the server's whole life so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let deadline = Instant::now() + SERVER_START;
-        let url = loop {
-            match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("To see the GUI go to: ") {
-                        break url.trim().to_owned();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "kiln printed no URL within {SERVER_START:?}; its log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
-        };
-        Server { child, url, log }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -178,7 +122,11 @@ fn third_party_sdk_submits_a_prompt_and_downloads_the_png() {
     let base = tempfile::tempdir().unwrap();
     let spec = CheckpointSpec::new(Family::Sd1, Storage::F16, Packaging::SingleFile);
     write(&spec, &base.path().join("models").join("checkpoints")).unwrap();
-    let server = Server::start(base.path());
+    let server = Server::start(
+        base.path(),
+        &["--preview-method", "latent2rgb"],
+        "kiln-serve.log",
+    );
     let downloads = base.path().join("downloads");
 
     let (passed, printed) = run_client(&node, &server.url, &downloads);

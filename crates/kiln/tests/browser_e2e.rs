@@ -14,16 +14,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use support::Server;
 
 /// How long the server may take to print its URL.
-const SERVER_START: Duration = Duration::from_secs(120);
 /// How long one browser script may run (boot, one 64×64 2-step prompt, screenshots).
 const SCRIPT_LIMIT: Duration = Duration::from_secs(420);
 
@@ -120,69 +120,6 @@ fn frontend_root() -> Result<PathBuf, String> {
     }
 }
 
-/// A `kiln serve` process on a random loopback port, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts the binary on `base` and waits for `To see the GUI go to: http://ADDR`.
-    fn start(base: &Path, extra: &[&str]) -> Server {
-        let log = base.join("kiln-serve.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--base-directory")
-            .arg(base)
-            .args(["--port", "0", "--cpu"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (lines, received) = mpsc::channel();
-        // Keeps draining stdout for the server's whole life so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let deadline = Instant::now() + SERVER_START;
-        let url = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match received.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("To see the GUI go to: ") {
-                        break url.trim().to_owned();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "kiln printed no URL within {SERVER_START:?}; its log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
-        };
-        Server { child, url, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A temporary base directory holding the tiny SD1 checkpoint.
 fn base_with_checkpoint() -> tempfile::TempDir {
     let base = tempfile::tempdir().unwrap();
@@ -257,6 +194,7 @@ fn official_frontend_runs_the_sd1_graph_and_shows_the_image() {
             "--preview-method",
             "latent2rgb",
         ],
+        "kiln-serve.log",
     );
     let shots = screenshot_dir("official-frontend");
     let passed = run_script(
@@ -269,7 +207,7 @@ fn official_frontend_runs_the_sd1_graph_and_shows_the_image() {
         passed,
         "the official frontend test failed (screenshots in {}); kiln's log:\n{}",
         shots.display(),
-        server.log()
+        std::fs::read_to_string(&server.log).unwrap_or_default()
     );
 }
 
@@ -277,7 +215,11 @@ fn official_frontend_runs_the_sd1_graph_and_shows_the_image() {
 fn builtin_page_generates_an_image_into_the_gallery() {
     let Some(tools) = browser_tools() else { return };
     let base = base_with_checkpoint();
-    let server = Server::start(base.path(), &["--preview-method", "latent2rgb"]);
+    let server = Server::start(
+        base.path(),
+        &["--preview-method", "latent2rgb"],
+        "kiln-serve.log",
+    );
     let shots = screenshot_dir("builtin-page");
     let passed = run_script(
         &tools,
@@ -289,6 +231,6 @@ fn builtin_page_generates_an_image_into_the_gallery() {
         passed,
         "the built-in page test failed (screenshots in {}); kiln's log:\n{}",
         shots.display(),
-        server.log()
+        std::fs::read_to_string(&server.log).unwrap_or_default()
     );
 }

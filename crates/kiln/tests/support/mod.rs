@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// How long a server may take to print its URL.
-pub(crate) const SERVER_START: Duration = Duration::from_secs(60);
+pub(crate) const SERVER_START: Duration = Duration::from_secs(120);
 
 /// A `kiln serve` process on a random loopback port, killed (SIGKILL) on drop.
 pub(crate) struct Server {
