@@ -40,11 +40,32 @@ impl MemoryBudget {
 
 /// Available RAM as psutil reports it (ComfyUI's CPU/MPS free memory); `u64::MAX` when the OS
 /// will not say, so attention runs unchunked rather than failing.
+///
+/// Attention runs hundreds of times per step, so one `System` is kept and its memory figures
+/// re-read at most every 250 ms (building a `System` reads `/proc/cpuinfo`).
 fn available_system_memory() -> u64 {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    static CACHE: Mutex<Option<(sysinfo::System, Instant)>> = Mutex::new(None);
+    const MAX_AGE: Duration = Duration::from_millis(250);
+
+    let Ok(mut cache) = CACHE.lock() else {
+        return u64::MAX;
+    };
+    if let Some((system, read_at)) = cache.as_mut() {
+        if read_at.elapsed() > MAX_AGE {
+            system.refresh_memory();
+            *read_at = Instant::now();
+        }
+        return system.available_memory();
+    }
     match sysinfo::System::new() {
         Ok(mut system) => {
             system.refresh_memory();
-            system.available_memory()
+            let available = system.available_memory();
+            *cache = Some((system, Instant::now()));
+            available
         }
         Err(_) => u64::MAX,
     }
