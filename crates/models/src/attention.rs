@@ -299,18 +299,9 @@ impl Attention {
         // same result, so Kiln slices regardless.
         let slice = shape.q_tokens.div_ceil(steps).max(1);
         let (q, k) = (for_scores(q, self.upcast)?, for_scores(k, self.upcast)?);
-        let mut outputs = Vec::with_capacity(steps);
-        let mut start = 0;
-        while start < shape.q_tokens {
-            let len = slice.min(shape.q_tokens - start);
-            let q_part = q.narrow(2, start, len)?;
-            let mask_part = mask.map(|m| narrow_queries(m, start, len)).transpose()?;
-            outputs.push(plain_scored(&q_part, &k, v, mask_part.as_ref())?);
-            start += len;
-        }
-        let query_chunks = outputs.len();
-        // `cat` of one tensor is that tensor, not a copy.
-        let out = Tensor::cat(&outputs, 2)?;
+        let (out, query_chunks) = by_query_chunks(&q, mask, slice, |q_part, mask_part| {
+            plain_scored(q_part, &k, v, mask_part)
+        })?;
         Ok((
             out,
             AttentionTrace {
@@ -345,26 +336,16 @@ impl Attention {
             ),
         };
         let (q, k) = (for_scores(q, self.upcast)?, for_scores(k, self.upcast)?);
-        let mut outputs = Vec::new();
         let mut kv_chunks = 1;
-        let mut start = 0;
-        while start < shape.q_tokens {
-            let len = query_chunk.min(shape.q_tokens - start);
-            let q_part = q.narrow(2, start, len)?;
-            let mask_part = mask.map(|m| narrow_queries(m, start, len)).transpose()?;
-            let out = if kv_chunk >= shape.k_tokens {
-                plain_scored(&q_part, &k, v, mask_part.as_ref())?
+        let (out, query_chunks) = by_query_chunks(&q, mask, query_chunk, |q_part, mask_part| {
+            if kv_chunk >= shape.k_tokens {
+                plain_scored(q_part, &k, v, mask_part)
             } else {
-                let (out, chunks) = kv_chunked(&q_part, &k, v, mask_part.as_ref(), kv_chunk)?;
+                let (out, chunks) = kv_chunked(q_part, &k, v, mask_part, kv_chunk)?;
                 kv_chunks = chunks;
-                out
-            };
-            outputs.push(out);
-            start += len;
-        }
-        let query_chunks = outputs.len();
-        // `cat` of one tensor is that tensor, not a copy.
-        let out = Tensor::cat(&outputs, 2)?;
+                Ok(out)
+            }
+        })?;
         Ok((
             out,
             AttentionTrace {
@@ -554,6 +535,30 @@ fn normalise_mask(mask: &Tensor, shape: &HeadShape) -> Result<Tensor> {
         ));
     }
     Ok(mask)
+}
+
+/// Runs `attend` on consecutive slices of at most `chunk` queries (dimension 2 of `[B, H, T, D]`
+/// queries, with the matching rows of the mask) and joins the results; also answers how many
+/// slices there were. Split and sub-quadratic attention share this loop.
+fn by_query_chunks(
+    q: &Tensor,
+    mask: Option<&Tensor>,
+    chunk: usize,
+    mut attend: impl FnMut(&Tensor, Option<&Tensor>) -> Result<Tensor>,
+) -> Result<(Tensor, usize)> {
+    let q_tokens = q.dim(2)?;
+    let mut outputs = Vec::with_capacity(q_tokens.div_ceil(chunk.max(1)));
+    let mut start = 0;
+    while start < q_tokens {
+        let len = chunk.max(1).min(q_tokens - start);
+        let q_part = q.narrow(2, start, len)?;
+        let mask_part = mask.map(|m| narrow_queries(m, start, len)).transpose()?;
+        outputs.push(attend(&q_part, mask_part.as_ref())?);
+        start += len;
+    }
+    let chunks = outputs.len();
+    // `cat` of one tensor is that tensor, not a copy.
+    Ok((Tensor::cat(&outputs, 2)?, chunks))
 }
 
 /// The mask rows of queries `start..start + len` (a mask shared by all queries stays whole).
