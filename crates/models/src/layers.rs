@@ -234,6 +234,41 @@ impl LayerNorm {
     }
 }
 
+/// Root-mean-square normalisation over the last dimension (T5's `T5LayerNorm`, the qk-norms of
+/// Flux and SD3.5): `x / sqrt(mean(x²) + eps) · weight`, statistics in f32, no mean, no bias.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weights: Weights,
+    leaf: &'static str,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// The norm whose `weight` lives under `weights`.
+    pub fn new(weights: Weights, eps: f64) -> Result<Self> {
+        RmsNorm::with_leaf(weights, "weight", eps)
+    }
+
+    /// The norm whose scale is stored as `leaf` (Flux names it `scale`).
+    pub fn with_leaf(weights: Weights, leaf: &'static str, eps: f64) -> Result<Self> {
+        weights.shape(leaf)?;
+        Ok(RmsNorm { weights, leaf, eps })
+    }
+
+    /// Normalises `x` over its last dimension; the result has `x`'s dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x32 = x.to_dtype(candle_core::DType::F32)?;
+        let mean_square = x32.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x32.broadcast_div(&(mean_square + self.eps)?.sqrt()?)?;
+        let scale = self
+            .weights
+            .get(self.leaf)?
+            .to_dtype(candle_core::DType::F32)?;
+        Ok(normed.broadcast_mul(&scale)?.to_dtype(dtype)?)
+    }
+}
+
 /// A lookup table of row vectors.
 #[derive(Debug, Clone)]
 pub struct Embedding {

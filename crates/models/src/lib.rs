@@ -31,14 +31,14 @@ pub use clip_tokenizer::{
     WeightedToken, CLIP_MAX_LENGTH, END_TOKEN, START_TOKEN,
 };
 pub use error::{ModelError, Result};
-pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear};
+pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, RmsNorm};
 pub use prompt_weights::{parse_prompt_weights, MAX_PROMPT_NESTING};
 pub use textual_inversion::{read_embedding, EmbeddingFolder, EmbeddingSource, TextualInversion};
 pub use tiled::{tiled_scale, TileGrid, TileScale};
 pub use unet::{
     sdxl_adm, sdxl_refiner_adm, timestep_embedding, AttentionHeads, CfgDenoiser, CondBatching,
-    DiffusionModel, GuidedCond, LatentArea, MiddleBlock, PromptKind, RefinerSize, SdxlSize,
-    TransformerProjection, Unet, UnetConfig, SDXL_SIZE_EMBEDDING_WIDTH,
+    DiffusionModel, GuidedCond, LatentArea, MiddleBlock, ModelConditioning, PromptKind,
+    RefinerSize, SdxlSize, TransformerProjection, Unet, UnetConfig, SDXL_SIZE_EMBEDDING_WIDTH,
 };
 pub use vae::{AutoencoderKl, Tiling, VaeConfig};
 pub use weights::Weights;

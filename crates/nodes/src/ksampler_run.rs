@@ -102,6 +102,8 @@ fn guided(
                 strength: entry.meta.strength,
                 start_percent: entry.meta.start_percent,
                 end_percent: entry.meta.end_percent,
+                guidance: None,
+                concat: None,
             })
         })
         .collect()

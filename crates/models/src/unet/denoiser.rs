@@ -17,20 +17,26 @@ use super::guided_cond::{
 use super::model::Unet;
 use crate::error::{ModelError, Result};
 
-/// A network the guidance can run: ComfyUI's `diffusion_model(x, t, context, y)`.
+/// What one model call is conditioned on besides the latent and the timestep, batched to the
+/// latent's batch size (ComfyUI's `extra_conds` after `calc_cond_batch`).
+#[derive(Debug, Clone, Copy)]
+pub struct ModelConditioning<'a> {
+    /// Cross-attention / joint-attention text tokens `[B, T, D]`.
+    pub context: &'a Tensor,
+    /// Pooled vector `y` `[B, adm]` (SDXL ADM, SD3 pooled CLIP, Flux pooled CLIP-L).
+    pub y: Option<&'a Tensor>,
+    /// Distilled guidance `[B]` f32 (Flux dev), `None` where no entry set one.
+    pub guidance: Option<&'a Tensor>,
+}
+
+/// A network the guidance can run: ComfyUI's `diffusion_model(x, t, context, y, guidance)`.
 pub trait DiffusionModel {
     /// The dtype the network computes in; scaled inputs are cast to it.
     fn compute_dtype(&self) -> DType;
 
-    /// The raw prediction (ε, v or flow) for `x` `[B, C, H, W]` at `timesteps` `[B]`, with
-    /// `context` `[B, T, D]` and optional ADM vector `y` `[B, adm]`.
-    fn predict(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        y: Option<&Tensor>,
-    ) -> Result<Tensor>;
+    /// The raw prediction (ε, v or flow) for `x` `[B, C, H, W]` (with any `c_concat` channels
+    /// already appended) at `timesteps` `[B]`.
+    fn predict(&self, x: &Tensor, timesteps: &Tensor, cond: &ModelConditioning) -> Result<Tensor>;
 }
 
 impl DiffusionModel for Unet {
@@ -38,14 +44,8 @@ impl DiffusionModel for Unet {
         self.dtype()
     }
 
-    fn predict(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        y: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.forward(x, timesteps, context, y)
+    fn predict(&self, x: &Tensor, timesteps: &Tensor, cond: &ModelConditioning) -> Result<Tensor> {
+        self.forward(x, timesteps, cond.context, cond.y)
     }
 }
 
@@ -74,6 +74,8 @@ struct Evaluation {
     mult: Tensor,
     context: Tensor,
     y: Option<Tensor>,
+    guidance: Option<f64>,
+    concat: Option<Tensor>,
     area: Option<LatentArea>,
 }
 
@@ -249,18 +251,45 @@ impl<'m, M: DiffusionModel + ?Sized> CfgDenoiser<'m, M> {
             }
             None => None,
         };
-        let scaled = self
+        let guidance = match batch.first().and_then(|e| e.guidance) {
+            Some(_) => {
+                let values = batch
+                    .iter()
+                    .flat_map(|e| {
+                        let rows = e.input_x.dim(0).unwrap_or(0);
+                        std::iter::repeat_n(e.guidance.unwrap_or_default() as f32, rows)
+                    })
+                    .collect::<Vec<_>>();
+                let rows = values.len();
+                Some(Tensor::from_vec(values, rows, input_x.device())?)
+            }
+            None => None,
+        };
+        let mut scaled = self
             .sampling
             .calculate_input(sigma, &input_x)
-            .map_err(sampling_error)?
-            .to_dtype(self.model.compute_dtype())?;
+            .map_err(sampling_error)?;
+        if batch.first().is_some_and(|e| e.concat.is_some()) {
+            let concats = batch
+                .iter()
+                .filter_map(|e| e.concat.as_ref())
+                .collect::<Vec<_>>();
+            let concat = Tensor::cat(&concats, 0)?.to_dtype(scaled.dtype())?;
+            scaled = Tensor::cat(&[&scaled, &concat], 1)?;
+        }
+        let scaled = scaled.to_dtype(self.model.compute_dtype())?;
         let rows = input_x.dim(0)?;
         let timestep = self.sampling.timestep(sigma);
         let timesteps = Tensor::full(timestep, rows, input_x.device())?;
         self.evaluations += 1;
+        let conditioning = ModelConditioning {
+            context: &context,
+            y: y.as_ref(),
+            guidance: guidance.as_ref(),
+        };
         let output = self
             .model
-            .predict(&scaled, &timesteps, &context, y.as_ref())?
+            .predict(&scaled, &timesteps, &conditioning)?
             .to_dtype(DType::F32)?;
         let denoised = self
             .sampling
@@ -344,8 +373,39 @@ fn prepare(
             .as_ref()
             .map(|y| repeat_to_batch(y, batch))
             .transpose()?,
+        guidance: cond.guidance,
+        concat: match &cond.concat {
+            Some(concat) => Some(crop_concat(concat, area, batch, height, width)?),
+            None => None,
+        },
         area,
     }))
+}
+
+/// `c_concat` repeated to the batch and cut to the evaluated area; it must cover the latent.
+fn crop_concat(
+    concat: &Tensor,
+    area: Option<LatentArea>,
+    batch: usize,
+    height: usize,
+    width: usize,
+) -> Result<Tensor> {
+    let (_, _, concat_height, concat_width) = concat.dims4()?;
+    if (concat_height, concat_width) != (height, width) {
+        return Err(input_error(
+            "concat",
+            format!(
+                "concat latent is {concat_height}×{concat_width}, the latent is {height}×{width}"
+            ),
+        ));
+    }
+    let concat = repeat_to_batch(concat, batch)?;
+    Ok(match area {
+        None => concat,
+        Some(area) => concat
+            .narrow(2, area.y, area.height)?
+            .narrow(3, area.x, area.width)?,
+    })
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -369,6 +429,14 @@ fn can_concat(a: &Evaluation, b: &Evaluation) -> bool {
     match (&a.y, &b.y) {
         (None, None) => {}
         (Some(ya), Some(yb)) if ya.dims() == yb.dims() => {}
+        _ => return false,
+    }
+    if a.guidance.is_some() != b.guidance.is_some() {
+        return false;
+    }
+    match (&a.concat, &b.concat) {
+        (None, None) => {}
+        (Some(ca), Some(cb)) if ca.dims() == cb.dims() => {}
         _ => return false,
     }
     let (ca, cb) = (a.context.dims(), b.context.dims());

@@ -59,6 +59,12 @@ pub struct GuidedCond {
     pub start_percent: f64,
     /// …up to this fraction (`end_percent`, default 1).
     pub end_percent: f64,
+    /// Distilled guidance strength (`FluxGuidance`'s `guidance`); models that embed guidance use
+    /// their own default (Flux: 3.5) when it is `None`, others ignore it.
+    pub guidance: Option<f64>,
+    /// Extra latent channels concatenated to the model input (`c_concat`: Flux Fill's masked
+    /// image and mask, inpainting models) `[N, C', H, W]`, cut to the entry's area.
+    pub concat: Option<Tensor>,
 }
 
 impl GuidedCond {
@@ -71,6 +77,8 @@ impl GuidedCond {
             strength: 1.0,
             start_percent: 0.0,
             end_percent: 1.0,
+            guidance: None,
+            concat: None,
         }
     }
 }
@@ -100,6 +108,25 @@ pub(super) fn check_cond(side: &'static str, cond: &GuidedCond) -> Result<()> {
             return Err(input_error(
                 side,
                 format!("y has shape {:?}, expected [batch, width]", y.dims()),
+            ));
+        }
+    }
+    if let Some(guidance) = cond.guidance {
+        if !guidance.is_finite() {
+            return Err(input_error(
+                side,
+                format!("guidance must be finite, got {guidance}"),
+            ));
+        }
+    }
+    if let Some(concat) = &cond.concat {
+        if concat.rank() != 4 || concat.dim(0)? == 0 {
+            return Err(input_error(
+                side,
+                format!(
+                    "concat has shape {:?}, expected [batch, channels, height, width]",
+                    concat.dims()
+                ),
             ));
         }
     }

@@ -16,7 +16,7 @@ pub use conditioning::{
     SDXL_SIZE_EMBEDDING_WIDTH,
 };
 pub use config::{AttentionHeads, MiddleBlock, TransformerProjection, UnetConfig};
-pub use denoiser::{CfgDenoiser, CondBatching, DiffusionModel};
+pub use denoiser::{CfgDenoiser, CondBatching, DiffusionModel, ModelConditioning};
 pub use guided_cond::{GuidedCond, LatentArea};
 pub use model::Unet;
 
