@@ -11,8 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use kiln_detect::Architecture;
 use kiln_graph::ExecutionContext;
 use kiln_models::{
-    sdxl_adm, sdxl_refiner_adm, Attention, CfgDenoiser, GuidedCond, PromptKind, RefinerSize,
-    SdxlSize, Unet, Weights,
+    sdxl_adm, sdxl_refiner_adm, CfgDenoiser, GuidedCond, PromptKind, RefinerSize, SdxlSize,
 };
 use kiln_sampling::samplers::{sampler_by_name, Denoiser, SamplerContext, StepInfo};
 use kiln_sampling::schedulers::scheduler_by_name;
@@ -21,6 +20,7 @@ use kiln_sampling::{
 };
 
 use crate::error::{NodesError, TensorContext};
+use crate::network::Network;
 use crate::preview::{Previewer, StepPreviews};
 use crate::resample::{common_upscale, Crop, Planes, UpscaleMethod};
 use crate::services::NodeServices;
@@ -241,14 +241,7 @@ pub(crate) fn common_ksampler(
     };
 
     let device = model.weights.device().clone();
-    let unet = Unet::from_weights(
-        &Weights::new(model.weights.clone()),
-        Attention::from_plan(&model.plan),
-    )
-    .map_err(|source| NodesError::Model {
-        context: "building the UNet".to_owned(),
-        source: Box::new(source),
-    })?;
+    let network = Network::build(model)?;
     let positive = guided(
         model,
         positive,
@@ -266,7 +259,7 @@ pub(crate) fn common_ksampler(
         &device,
     )?;
     let mut denoiser = CfgDenoiser::new(
-        &unet,
+        &network,
         model.sampling.clone(),
         positive,
         negative,

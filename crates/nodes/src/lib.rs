@@ -27,6 +27,7 @@ mod ksampler_run;
 mod loader;
 mod lora;
 mod model_cache;
+mod network;
 mod node_util;
 pub mod nodes;
 mod png_output;

@@ -1,0 +1,63 @@
+//! [`Network`]: the diffusion network a [`Model`] runs, built over its weight store when a
+//! sampler needs it — the LDM UNet (SD1/SD2/SDXL/refiner), chosen by the model's architecture.
+
+use candle_core::{DType, Tensor};
+use kiln_detect::Architecture;
+use kiln_models::{Attention, DiffusionModel, ModelConditioning, Unet, Weights};
+
+use crate::error::NodesError;
+use crate::types::Model;
+
+/// One built diffusion network.
+pub(crate) enum Network {
+    /// SD1/SD2/SDXL/refiner UNet.
+    Unet(Unet),
+}
+
+impl Network {
+    /// Builds the network of `model` (cheap: layers hold weight names, not copies).
+    pub(crate) fn build(model: &Model) -> Result<Network, NodesError> {
+        let weights = Weights::new(model.weights.clone());
+        let attention = Attention::from_plan(&model.plan);
+        let model_error = |what: &str| {
+            let context = format!("building the {what}");
+            move |source| NodesError::Model {
+                context,
+                source: Box::new(source),
+            }
+        };
+        match model.architecture {
+            Architecture::Sd1
+            | Architecture::Sd2
+            | Architecture::Sdxl
+            | Architecture::SdxlRefiner => Ok(Network::Unet(
+                Unet::from_weights(&weights, attention).map_err(model_error("UNet"))?,
+            )),
+            other => Err(NodesError::input(
+                "model",
+                format!("{other:?} diffusion models cannot be sampled yet"),
+            )),
+        }
+    }
+
+    fn inner(&self) -> &dyn DiffusionModel {
+        match self {
+            Network::Unet(unet) => unet,
+        }
+    }
+}
+
+impl DiffusionModel for Network {
+    fn compute_dtype(&self) -> DType {
+        self.inner().compute_dtype()
+    }
+
+    fn predict(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        cond: &ModelConditioning,
+    ) -> kiln_models::Result<Tensor> {
+        self.inner().predict(x, timesteps, cond)
+    }
+}
