@@ -201,6 +201,35 @@ fn doctor_plans_fp8_checkpoints_on_every_seed_profile() {
     }
 }
 
+/// `doctor` prints each plan's peak memory: per part, and in total; fp8 storage peaks below bf16.
+#[test]
+fn doctor_prints_peak_memory_that_scales_with_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let peak = |storage: Storage, profile: &str| {
+        let spec = CheckpointSpec::new(Family::FluxDev, storage, Packaging::Standalone);
+        let path = write(&spec, dir.path()).unwrap();
+        let path = path.to_str().unwrap();
+        let args = ["doctor", "--simulate-device", profile, "--json", path];
+        let json = stdout_json(&kiln(&args));
+        let memory = &json["memory"];
+        assert_eq!(memory["resolution"], serde_json::json!([1024, 1024]));
+        assert_eq!(memory["parts"][0]["component"], "diffusion_model");
+        assert!(memory["parts"][0]["activation_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(json["text_encoders"], "keep");
+        let output = kiln(&["doctor", "--simulate-device", profile, path]);
+        assert!(output.status.success());
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("peak memory"), "{text}");
+        assert!(text.contains("activations"), "{text}");
+        memory["device_peak_bytes"].as_u64().unwrap()
+    };
+    for profile in ["metal-m1", "metal-m3", "cuda-sm86", "cpu"] {
+        let fp8 = peak(Storage::F8E4M3, profile);
+        let bf16 = peak(Storage::BF16, profile);
+        assert!(fp8 < bf16, "{profile}: fp8 {fp8} vs bf16 {bf16}");
+    }
+}
+
 #[test]
 fn doctor_without_a_file_prints_the_capability_table() {
     let output = kiln(&["doctor", "--simulate-device", "metal-m1"]);

@@ -101,6 +101,32 @@ pub enum RuntimeError {
         shape: Vec<usize>,
     },
 
+    /// A weight of a scaled-fp8 checkpoint is stored as fp8 but its per-tensor scale is absent.
+    /// Checked for every tensor before any is loaded.
+    #[error("{}: scaled-fp8 weight `{tensor}` has no scale tensor `{scale}`", file.display())]
+    ScaleMissing {
+        /// The file holding the weight.
+        file: std::path::PathBuf,
+        /// The weight's name in the file.
+        tensor: String,
+        /// The scale tensor's expected name in the file.
+        scale: String,
+    },
+
+    /// A GGUF tensor's recorded logical shape (`comfy.gguf.orig_shape.<name>`) is unreadable or
+    /// does not hold the stored number of elements.
+    #[error("{}: tensor `{tensor}`: bad logical shape `{recorded}` for stored shape {stored:?}", file.display())]
+    LogicalShape {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The tensor's name in the file.
+        tensor: String,
+        /// The metadata value as read.
+        recorded: String,
+        /// The shape stored in the tensor table.
+        stored: Vec<usize>,
+    },
+
     /// A stored tensor's dtype has no way onto a device (e.g. booleans as weights).
     #[error("tensor `{tensor}`: stored dtype {dtype} is not supported by the loader")]
     UnsupportedTensorDType {

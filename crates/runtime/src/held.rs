@@ -167,6 +167,16 @@ pub enum HeldTensor {
     },
     /// GGUF blocks for candle's quantised matmul.
     Quantized(Arc<QTensor>),
+    /// GGUF blocks stored in a shape other than their logical one (city96's converter flattens
+    /// UNet convs and short-row matrices to `[n / 256, 256]`) whose logical rows do not fill whole
+    /// blocks, so quantised matmul cannot use them: kept quantised, dequantised and reshaped to
+    /// `shape` when widened.
+    QuantizedFlat {
+        /// The blocks, in their stored shape.
+        blocks: Arc<QTensor>,
+        /// The logical shape.
+        shape: Shape,
+    },
 }
 
 /// The decode table of an fp8 format.
@@ -199,6 +209,45 @@ pub(crate) fn lookup_table(
         .map_err(RuntimeError::candle(format!(
             "building the {format} lookup table"
         )))
+}
+
+/// GGUF blocks copied byte for byte to `device`.
+fn move_blocks(q: &QTensor, device: &Device) -> Result<Arc<QTensor>, RuntimeError> {
+    let moving = |source| RuntimeError::Candle {
+        context: "moving GGUF blocks to their device".to_string(),
+        source,
+    };
+    let data = q.data().map_err(moving)?;
+    let storage =
+        candle_core::quantized::QStorage::from_data(data, device, q.dtype()).map_err(moving)?;
+    let moved = QTensor::new(storage, q.shape().clone()).map_err(moving)?;
+    Ok(Arc::new(moved))
+}
+
+/// GGUF blocks whose stored shape is `stored`, held under the logical `shape`: the blocks
+/// themselves when the shapes agree, the same bytes re-viewed in the logical shape when its rows
+/// fill whole blocks (row-major order is unchanged by a reshape), else [`HeldTensor::QuantizedFlat`].
+pub(crate) fn hold_blocks(q: QTensor, shape: &[usize]) -> Result<HeldTensor, RuntimeError> {
+    if q.shape().dims() == shape {
+        return Ok(HeldTensor::Quantized(Arc::new(q)));
+    }
+    let block = q.dtype().block_size();
+    let row = shape.last().copied().unwrap_or(1);
+    if !shape.is_empty() && row.is_multiple_of(block) {
+        let data = q
+            .data()
+            .map_err(RuntimeError::candle("reading GGUF blocks"))?;
+        let storage = candle_core::quantized::QStorage::from_data(data, &q.device(), q.dtype())
+            .map_err(RuntimeError::candle("re-viewing GGUF blocks"))?;
+        let viewed = QTensor::new(storage, shape).map_err(RuntimeError::candle(
+            "re-viewing GGUF blocks in their logical shape",
+        ))?;
+        return Ok(HeldTensor::Quantized(Arc::new(viewed)));
+    }
+    Ok(HeldTensor::QuantizedFlat {
+        blocks: Arc::new(q),
+        shape: Shape::from_dims(shape),
+    })
 }
 
 impl HeldTensor {
@@ -242,6 +291,7 @@ impl HeldTensor {
             HeldTensor::Native(tensor) | HeldTensor::Fp8Native { tensor, .. } => tensor.shape(),
             HeldTensor::Fp8Bytes { shape, .. } => shape,
             HeldTensor::Quantized(q) => q.shape(),
+            HeldTensor::QuantizedFlat { shape, .. } => shape,
         }
     }
 
@@ -252,7 +302,7 @@ impl HeldTensor {
                 tensor.device().clone()
             }
             HeldTensor::Fp8Bytes { bytes, .. } => bytes.device().clone(),
-            HeldTensor::Quantized(q) => q.device(),
+            HeldTensor::Quantized(q) | HeldTensor::QuantizedFlat { blocks: q, .. } => q.device(),
         }
     }
 
@@ -263,7 +313,9 @@ impl HeldTensor {
                 HeldAs::Dtype(tensor.dtype())
             }
             HeldTensor::Fp8Bytes { .. } => HeldAs::Dtype(DType::U8),
-            HeldTensor::Quantized(q) => HeldAs::Quantized(GgufType::from_ggml(q.dtype())),
+            HeldTensor::Quantized(q) | HeldTensor::QuantizedFlat { blocks: q, .. } => {
+                HeldAs::Quantized(GgufType::from_ggml(q.dtype()))
+            }
         }
     }
 
@@ -274,7 +326,9 @@ impl HeldTensor {
                 (tensor.elem_count() * tensor.dtype().size_in_bytes()) as u64
             }
             HeldTensor::Fp8Bytes { bytes, .. } => bytes.elem_count() as u64,
-            HeldTensor::Quantized(q) => q.storage_size_in_bytes() as u64,
+            HeldTensor::Quantized(q) | HeldTensor::QuantizedFlat { blocks: q, .. } => {
+                q.storage_size_in_bytes() as u64
+            }
         }
     }
 
@@ -282,11 +336,14 @@ impl HeldTensor {
     pub fn scale(&self) -> Option<f32> {
         match self {
             HeldTensor::Fp8Bytes { scale, .. } | HeldTensor::Fp8Native { scale, .. } => *scale,
-            HeldTensor::Native(_) | HeldTensor::Quantized(_) => None,
+            HeldTensor::Native(_) | HeldTensor::Quantized(_) | HeldTensor::QuantizedFlat { .. } => {
+                None
+            }
         }
     }
 
-    /// The quantised tensor, for callers that multiply with `QMatMul` instead of widening.
+    /// The quantised tensor in its logical shape, for callers that multiply with `QMatMul`
+    /// instead of widening. `None` for [`HeldTensor::QuantizedFlat`], whose blocks only widen.
     pub fn as_quantized(&self) -> Option<&Arc<QTensor>> {
         match self {
             HeldTensor::Quantized(q) => Some(q),
@@ -331,6 +388,11 @@ impl HeldTensor {
                 .dequantize(&q.device())
                 .and_then(|t| t.to_dtype(compute))
                 .map_err(RuntimeError::candle("dequantising a GGUF weight")),
+            HeldTensor::QuantizedFlat { blocks, shape } => blocks
+                .dequantize(&blocks.device())
+                .and_then(|t| t.reshape(shape.clone()))
+                .and_then(|t| t.to_dtype(compute))
+                .map_err(RuntimeError::candle("dequantising a flattened GGUF weight")),
         }
     }
 
@@ -357,13 +419,11 @@ impl HeldTensor {
                 tensor: tensor.to_device(device).map_err(moving())?,
                 scale: *scale,
             },
-            HeldTensor::Quantized(q) => {
-                let data = q.data().map_err(moving())?;
-                let storage = candle_core::quantized::QStorage::from_data(data, device, q.dtype())
-                    .map_err(moving())?;
-                let moved = QTensor::new(storage, q.shape().clone()).map_err(moving())?;
-                HeldTensor::Quantized(Arc::new(moved))
-            }
+            HeldTensor::Quantized(q) => HeldTensor::Quantized(move_blocks(q, device)?),
+            HeldTensor::QuantizedFlat { blocks, shape } => HeldTensor::QuantizedFlat {
+                blocks: move_blocks(blocks, device)?,
+                shape: shape.clone(),
+            },
         })
     }
 }
@@ -475,6 +535,38 @@ mod tests {
         let q8_1 = StorageDType::Gguf(GgufType::Q8_1);
         let target = hold_target(q8_1, true, q4k, DType::BF16, &cuda);
         assert_eq!(target, Some(HoldTarget::Native(DType::BF16)));
+    }
+
+    #[test]
+    fn flattened_gguf_blocks_take_their_logical_shape() {
+        let values: Vec<f32> = (0..4096).map(|i| (i % 17) as f32 - 8.0).collect();
+        let stored = Tensor::from_vec(values, (16, 256), &Device::Cpu).unwrap();
+        let quantize = |dtype| QTensor::quantize(&stored, dtype).unwrap();
+        let q8 = candle_core::quantized::GgmlDType::Q8_0;
+        let q4k = candle_core::quantized::GgmlDType::Q4K;
+        // Rows of 64 fill whole Q8_0 blocks: the same bytes re-viewed, usable by QMatMul.
+        let viewed = hold_blocks(quantize(q8), &[64, 64]).unwrap();
+        assert_eq!(viewed.as_quantized().unwrap().shape().dims(), &[64, 64]);
+        // A 3×3 conv cannot be Q4_K rows: kept flat, widened into shape.
+        let flat = hold_blocks(quantize(q4k), &[16, 16, 4, 4]).unwrap();
+        assert!(flat.as_quantized().is_none());
+        assert_eq!(flat.shape().dims(), &[16, 16, 4, 4]);
+        assert_eq!(flat.held_as(), HeldAs::Quantized(GgufType::Q4K));
+        let widened = flat.widen(DType::F32).unwrap();
+        let want = stored.reshape((16, 16, 4, 4)).unwrap();
+        let error = (widened - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(error < 1.0, "{error}");
+        let moved = flat.to_device(&Device::Cpu).unwrap();
+        assert_eq!(moved.shape().dims(), &[16, 16, 4, 4]);
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   GGUF weights stay 8-bit everywhere, and a dtype the device cannot hold is held as bytes or
 //!   replaced, never uploaded. The result is a [`Plan`] of [`ComponentPlan`]s, each with a
 //!   one-line reason; [`Plan::to_json`] is what `kiln doctor --json` prints under `plan`.
+//! * [`MemoryEstimate`] ([`Plan::memory`]): the expected peak device and host memory of one
+//!   generation, per part (resident weights, largest widened layer, activations at the default
+//!   resolution), and the [`TextEncoderPolicy`] ([`Plan::text_encoders`]).
+//!   [`Planner::plan_checkpoint`] and [`Planner::plan_with_tensors`] measure layers from headers.
 //! * [`WeightStore`]: loads one component of a checkpoint as planned, as [`HeldTensor`]s
 //!   (native, fp8 bytes widened by a lookup table, native fp8, or GGUF blocks) that widen to the
 //!   compute dtype per layer.
@@ -64,6 +68,7 @@ mod host;
 mod load;
 mod memory;
 mod options;
+mod peak;
 mod plan;
 mod planner;
 mod profiles;
@@ -77,6 +82,7 @@ pub use memory::streaming_budget;
 pub use options::{
     AttentionRequest, ForcedDType, GlobalPrecision, PlanOptions, UpcastRequest, VramMode,
 };
+pub use peak::{MemoryEstimate, PartMemory, TextEncoderPolicy};
 pub use plan::{AttentionKernel, ComponentPlan, DevicePlacement, HeldAs, LoadMode, Plan, Widening};
 pub use planner::Planner;
 pub use profiles::{profile_names, simulated, simulated_profile};

@@ -1,25 +1,27 @@
 //! `WeightStore`: one component of a checkpoint loaded as its plan says, tensor by tensor, by
 //! internal name, with key transforms applied and every tensor in a form its device can hold.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{DType, Device, Tensor};
 use kiln_detect::{Checkpoint, Component, ComponentKind, KeySource, KeyTransform};
 use kiln_weights::{
-    f32_to_e4m3fn_saturating, f32_to_e5m2_saturating, StorageDType, TensorInfo, WeightFile,
+    f32_to_e4m3fn_saturating, f32_to_e5m2_saturating, FileFormat, StorageDType, TensorInfo,
+    WeightFile,
 };
 
 use crate::capability::CapabilityProfile;
-use crate::held::{hold_target, HeldTensor, HoldTarget};
+use crate::held::{hold_blocks, hold_target, HeldTensor, HoldTarget};
 use crate::plan::{ComponentPlan, HeldAs, LoadMode, Widening};
 use crate::RuntimeError;
 
 /// The weights of one component, held per its [`ComponentPlan`].
 ///
-/// Resident components hold every tensor on the compute device. Streamed ones hold them in host
-/// memory, already in the form the device holds, and [`WeightStore::get`] moves one tensor over
-/// and widens it when a layer runs.
+/// Resident components hold every tensor on the compute device. Streamed ones (`--lowvram`,
+/// `--novram`, or a part larger than the device's budget) keep tensors on the device, in load
+/// order, up to the plan's [`ComponentPlan::resident_budget_bytes`], and hold the rest in host
+/// memory, already in the form the device holds; [`WeightStore::get`] copies such a tensor over
+/// and widens it there when its layer runs, so a part larger than device memory still runs.
 #[derive(Debug)]
 pub struct WeightStore {
     component: ComponentKind,
@@ -27,6 +29,8 @@ pub struct WeightStore {
     device: Device,
     load_mode: LoadMode,
     tensors: BTreeMap<String, HeldTensor>,
+    /// Tensors held in host memory and copied to the device per use (streamed parts only).
+    in_host: BTreeSet<String>,
 }
 
 /// Refuses to put `dtype` on a device whose profile cannot hold it: the invariant of this crate.
@@ -125,6 +129,44 @@ fn fp8_codes(
     };
     let values = file.to_f32_vec(&info.name).map_err(weights)?;
     Ok(values.into_iter().map(encode).collect())
+}
+
+/// Where city96's GGUF converter records the real shape of a tensor it stored flattened.
+const GGUF_ORIG_SHAPE: &str = "comfy.gguf.orig_shape.";
+
+/// The logical shape of a stored tensor: its stored shape, except for GGUF tensors whose real
+/// shape is recorded in `comfy.gguf.orig_shape.<name>` (which must hold the same elements).
+fn logical_shape(file: &WeightFile, info: &TensorInfo) -> Result<Vec<usize>, RuntimeError> {
+    if file.format() != FileFormat::Gguf {
+        return Ok(info.shape.clone());
+    }
+    let Some(recorded) = file
+        .metadata()
+        .get(&format!("{GGUF_ORIG_SHAPE}{}", info.name))
+    else {
+        return Ok(info.shape.clone());
+    };
+    let bad = || RuntimeError::LogicalShape {
+        file: file.path().to_path_buf(),
+        tensor: info.name.clone(),
+        recorded: recorded.clone(),
+        stored: info.shape.clone(),
+    };
+    let inner = recorded
+        .trim()
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .ok_or_else(bad)?;
+    let shape = inner
+        .split(',')
+        .map(|dim| dim.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad())?;
+    let elements = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    match (elements(&shape), elements(&info.shape)) {
+        (Some(logical), Some(stored)) if logical == stored && !shape.is_empty() => Ok(shape),
+        _ => Err(bad()),
+    }
 }
 
 /// The per-tensor scale of a scaled-fp8 weight (`X.weight` → `X.scale_weight`), if the key map has
@@ -233,6 +275,30 @@ impl LoadContext<'_> {
         transform(joined, source.transform, name)
     }
 
+    /// Every fp8 matrix weight of a scaled-fp8 component must have its `scale_weight` (ComfyUI
+    /// would silently use 1.0 and produce a wrong image); checked before anything is loaded.
+    fn check_scales(&self) -> Result<(), RuntimeError> {
+        for (name, source) in self.keys {
+            let Some(stem) = name.strip_suffix("weight") else {
+                continue;
+            };
+            if stem.ends_with("scale_") || self.keys.contains_key(&format!("{stem}scale_weight")) {
+                continue;
+            }
+            for (file, info) in self.parts(name, source)? {
+                if info.dtype.is_fp8() && info.shape.len() == 2 {
+                    let stored_stem = info.name.strip_suffix("weight").unwrap_or(&info.name);
+                    return Err(RuntimeError::ScaleMissing {
+                        file: file.path().to_path_buf(),
+                        tensor: info.name.clone(),
+                        scale: format!("{stored_stem}scale_weight"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn load(&self, name: &str, source: &KeySource) -> Result<HeldTensor, RuntimeError> {
         let parts = self.parts(name, source)?;
         let Some((file, info)) = parts.first().copied() else {
@@ -276,7 +342,11 @@ impl LoadContext<'_> {
         match target {
             HoldTarget::Native(dtype) => {
                 let host = self.assemble(name, source, &parts, |file, info| {
-                    file.load(&info.name, dtype, &Device::Cpu).map_err(weights)
+                    let shape = logical_shape(file, info)?;
+                    file.load(&info.name, dtype, &Device::Cpu)
+                        .map_err(weights)?
+                        .reshape(shape)
+                        .map_err(candle("reshaping to the logical shape"))
                 })?;
                 let tensor = host.to_device(self.home).map_err(candle("upload"))?;
                 Ok(HeldTensor::Native(tensor))
@@ -316,10 +386,11 @@ impl LoadContext<'_> {
                         shape: info.shape.clone(),
                     });
                 }
+                let shape = logical_shape(file, info)?;
                 let q = file
                     .load_quantized(&info.name, self.home)
                     .map_err(weights)?;
-                Ok(HeldTensor::Quantized(Arc::new(q)))
+                hold_blocks(q, &shape)
             }
         }
     }
@@ -351,9 +422,25 @@ impl WeightStore {
             files,
             keys: &component.keys,
         };
+        if component.scaled_fp8.is_some() && plan.widening == Widening::ScaledFp8 {
+            context.check_scales()?;
+        }
         let mut tensors = BTreeMap::new();
+        let mut in_host = BTreeSet::new();
+        let mut resident = 0u64;
         for (name, source) in &component.keys {
-            tensors.insert(name.clone(), context.load(name, source)?);
+            let mut held = context.load(name, source)?;
+            if plan.load_mode == LoadMode::Streamed {
+                // ComfyUI's partial load: what fits the budget moves to the device once.
+                let bytes = held.bytes();
+                if resident.saturating_add(bytes) <= plan.resident_budget_bytes {
+                    held = held.to_device(device)?;
+                    resident += bytes;
+                } else {
+                    in_host.insert(name.clone());
+                }
+            }
+            tensors.insert(name.clone(), held);
         }
         Ok(WeightStore {
             component: plan.component,
@@ -361,6 +448,7 @@ impl WeightStore {
             device: device.clone(),
             load_mode: plan.load_mode,
             tensors,
+            in_host,
         })
     }
 
@@ -401,6 +489,7 @@ impl WeightStore {
             device: device.clone(),
             load_mode: LoadMode::Resident,
             tensors: held,
+            in_host: BTreeSet::new(),
         })
     }
 
@@ -439,6 +528,7 @@ impl WeightStore {
             device: self.device.clone(),
             load_mode: self.load_mode,
             tensors,
+            in_host: self.in_host.clone(),
         })
     }
 
@@ -477,8 +567,9 @@ impl WeightStore {
             })
     }
 
-    /// The tensor in the compute dtype on the component's device (streamed tensors are moved
-    /// there first).
+    /// The tensor in the compute dtype on the component's device. A streamed tensor is copied
+    /// there in its held (8-bit, quantised or native) form and widened there, so the transfer
+    /// moves the fewest bytes; the copy is dropped with the returned tensor.
     pub fn get(&self, name: &str) -> Result<Tensor, RuntimeError> {
         self.fetch(name, &self.device)
     }
@@ -486,19 +577,31 @@ impl WeightStore {
     /// The tensor in the compute dtype on `device`: the held form is moved, then widened there.
     pub fn fetch(&self, name: &str, device: &Device) -> Result<Tensor, RuntimeError> {
         let held = self.held(name)?;
-        if held.device().same_device(device) {
+        if held.device().same_device(device) && !self.in_host.contains(name) {
             held.widen(self.compute)
         } else {
             held.to_device(device)?.widen(self.compute)
         }
     }
 
-    /// Bytes held on the compute device (zero when streamed: everything waits in host memory).
+    /// True when `name` waits in host memory and is copied to the device each time it is used.
+    pub fn is_streamed(&self, name: &str) -> bool {
+        self.in_host.contains(name)
+    }
+
+    /// Bytes held on the compute device (for a streamed part: the share kept there by its
+    /// resident budget).
     pub fn resident_bytes(&self) -> u64 {
-        match self.load_mode {
-            LoadMode::Resident => self.held_bytes(),
-            LoadMode::Streamed => 0,
-        }
+        self.tensors
+            .iter()
+            .filter(|(name, _)| !self.in_host.contains(*name))
+            .map(|(_, held)| held.bytes())
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Bytes held in host memory waiting to be streamed.
+    pub fn streamed_bytes(&self) -> u64 {
+        self.held_bytes() - self.resident_bytes()
     }
 
     /// Bytes of every held tensor, wherever it is.

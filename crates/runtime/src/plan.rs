@@ -10,6 +10,7 @@ use kiln_weights::{GgufType, StorageDType};
 use serde::{Serialize, Serializer};
 
 use crate::capability::{BackendKind, CapabilityProfile, OpFamily};
+use crate::peak::{MemoryEstimate, TextEncoderPolicy};
 use crate::RuntimeError;
 
 /// Which device a component runs on.
@@ -159,6 +160,10 @@ pub struct ComponentPlan {
     pub widening: Widening,
     /// Estimated bytes of its held weights.
     pub weight_bytes: u64,
+    /// How many of those bytes stay on the device: all of them when resident; when streamed,
+    /// ComfyUI's partial-load budget (zero with `--novram`), filled in load order, the rest
+    /// copied over per layer.
+    pub resident_budget_bytes: u64,
     /// The op families it needs in `compute_dtype` (matmul; conv for UNets, VAEs, SD3).
     #[serde(skip)]
     pub op_families: Vec<OpFamily>,
@@ -245,10 +250,17 @@ pub struct Plan {
     /// One plan per component, in detection order (diffusion model first).
     #[serde(serialize_with = "serialize_components")]
     pub components: Vec<ComponentPlan>,
-    /// Estimated peak weight bytes on the main device (for CPU and unified memory: everything).
+    /// Estimated peak weight bytes on the main device (for CPU and unified memory: everything),
+    /// weights only; [`Plan::memory`] adds widening and activations.
     pub peak_bytes: u64,
     /// Estimated weight bytes held in host memory (CPU components, streamed weights).
     pub host_bytes: u64,
+    /// Whether text encoders are freed before the diffusion model runs (the nodes act on it).
+    pub text_encoders: TextEncoderPolicy,
+    /// Why [`Plan::text_encoders`] was chosen.
+    pub text_encoders_reason: String,
+    /// The expected peak device and host memory of one generation, per part and in total.
+    pub memory: MemoryEstimate,
     /// Plan-wide observations (ignored flags, ComfyUI deviations, memory warnings).
     pub notes: Vec<String>,
 }
@@ -273,7 +285,7 @@ impl Plan {
 
     /// The object `kiln doctor --json` prints under `plan`: keyed by component name, each with
     /// `device`, `storage_dtype`, `held_as`, `compute_dtype`, `attention`, `upcast_attention`,
-    /// `load_mode`, `widening`, `weight_bytes`, `reason`.
+    /// `load_mode`, `widening`, `weight_bytes`, `resident_budget_bytes`, `reason`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         for plan in &self.components {

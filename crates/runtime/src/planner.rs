@@ -3,8 +3,8 @@
 //! attention kernel and load mode, and why.
 
 use candle_core::DType;
-use kiln_detect::{Component, ComponentKind, Detection};
-use kiln_weights::StorageDType;
+use kiln_detect::{Checkpoint, Component, ComponentKind, Detection};
+use kiln_weights::{StorageDType, TensorInfo};
 
 use crate::attention;
 use crate::capability::{BackendKind, CapabilityProfile};
@@ -12,6 +12,7 @@ use crate::dtype_rules::{self, Precision, Target};
 use crate::held::{hold_target, HoldTarget};
 use crate::memory::{self, gib};
 use crate::options::{GlobalPrecision, PlanOptions, VramMode};
+use crate::peak::{self, MemoryEstimate, Pools, TextEncoderPolicy};
 use crate::plan::{ComponentPlan, DevicePlacement, LoadMode, Plan, Widening};
 use crate::RuntimeError;
 
@@ -137,8 +138,35 @@ impl Planner {
         }
     }
 
-    /// Plans every component of `detection`.
+    /// Plans every component of `detection`. Without tensor shapes the largest layer of each part
+    /// is unknown and counts as zero in [`Plan::memory`]; [`Planner::plan_checkpoint`] and
+    /// [`Planner::plan_with_tensors`] measure it.
     pub fn plan(&self, detection: &Detection) -> Result<Plan, RuntimeError> {
+        self.plan_measured(detection, None)
+    }
+
+    /// Plans an opened checkpoint, measuring each part's largest layer from its files' headers.
+    pub fn plan_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Plan, RuntimeError> {
+        let tables: Vec<&[TensorInfo]> = checkpoint.files().iter().map(|f| f.tensors()).collect();
+        self.plan_measured(checkpoint.detection(), Some(&tables))
+    }
+
+    /// Plans `detection` with the tensor tables of its files (`files[i]` for key-map file index
+    /// `i`), e.g. from headers alone ([`kiln_detect::detect`] over [`kiln_detect::FileTensors`]):
+    /// no tensor data is needed.
+    pub fn plan_with_tensors(
+        &self,
+        detection: &Detection,
+        files: &[&[TensorInfo]],
+    ) -> Result<Plan, RuntimeError> {
+        self.plan_measured(detection, Some(files))
+    }
+
+    fn plan_measured(
+        &self,
+        detection: &Detection,
+        files: Option<&[&[TensorInfo]]>,
+    ) -> Result<Plan, RuntimeError> {
         let mut components = Vec::with_capacity(detection.components.len());
         for component in &detection.components {
             let plan = self.plan_component(component, detection)?;
@@ -170,13 +198,71 @@ impl Planner {
                 main.name
             ));
         }
+        let (memory, text_encoders, text_encoders_reason) =
+            self.memory(detection, &components, files, main);
+        if memory.device_peak_bytes > main.free_memory && peak_bytes <= main.free_memory {
+            notes.push(format!(
+                "estimated peak of {} (weights, widened layers, activations) exceeds the {} \
+                 free on {}",
+                gib(memory.device_peak_bytes),
+                gib(main.free_memory),
+                main.name
+            ));
+        }
         Ok(Plan {
             profile: planned_on,
             components,
             peak_bytes,
             host_bytes,
+            text_encoders,
+            text_encoders_reason,
+            memory,
             notes,
         })
+    }
+
+    /// The memory estimate and text-encoder policy of planned `components` (in detection order).
+    fn memory(
+        &self,
+        detection: &Detection,
+        components: &[ComponentPlan],
+        files: Option<&[&[TensorInfo]]>,
+        main: &CapabilityProfile,
+    ) -> (MemoryEstimate, TextEncoderPolicy, String) {
+        let resolution = peak::default_resolution(detection);
+        let mut measured = files.is_some();
+        let mut parts = Vec::with_capacity(components.len());
+        for (plan, component) in components.iter().zip(&detection.components) {
+            let largest = files.and_then(|tables| peak::largest_tensor_elements(component, tables));
+            measured &= largest.is_some();
+            let activation = if plan.component == ComponentKind::DiffusionModel {
+                peak::activation_bytes(detection.architecture, resolution, plan)
+            } else {
+                0
+            };
+            parts.push(peak::part_memory(
+                plan,
+                component.params,
+                largest,
+                activation,
+            ));
+        }
+        let pools = Pools {
+            device: main,
+            host: &self.host,
+            shared: Pools::is_shared(&self.profile, &self.options),
+        };
+        let (policy, why) = peak::text_encoder_policy(&parts, &pools, &self.options);
+        let (device_peak_bytes, host_peak_bytes) = pools.demand(&parts, policy);
+        let memory = MemoryEstimate {
+            device_peak_bytes,
+            host_peak_bytes,
+            shared_pool: pools.shared,
+            resolution: [resolution, resolution],
+            parts,
+            layers_measured: measured,
+        };
+        (memory, policy, why)
     }
 
     /// Plan-wide observations about fp8 compute and deviations from ComfyUI.
@@ -279,6 +365,12 @@ impl Planner {
         let (storage, widening, hold_why) = describe_hold(hold, &precision, scaled, profile);
         let weight_bytes = estimate_bytes(component, storage, compute, profile);
         let (load_mode, load_why) = memory::load_mode(weight_bytes, device, profile, &self.options);
+        let resident_budget_bytes = match load_mode {
+            LoadMode::Resident => weight_bytes,
+            LoadMode::Streamed => {
+                memory::streaming_budget(profile, &self.options).min(weight_bytes)
+            }
+        };
         let (attention, attention_why) = attention::choose(kind, self.options.attention, profile);
         let (upcast_attention, upcast_why) =
             attention::upcast(self.options.upcast, compute, profile, self.profile.macos);
@@ -299,6 +391,7 @@ impl Planner {
             load_mode,
             widening,
             weight_bytes,
+            resident_budget_bytes,
             op_families: families,
             reason: reason.join("; "),
         })

@@ -531,16 +531,28 @@ fn streamed_plans_hold_weights_on_the_host_and_fetch_per_layer() {
     let sm86 = simulated("cuda-sm86").unwrap();
     let plan = plan_for(&detection, options, &sm86);
     assert_eq!(plan.load_mode, LoadMode::Streamed);
-    let store = WeightStore::from_files(
-        &[file],
-        &detection.components[0],
-        &plan,
-        &sm86,
-        &Device::Cpu,
-    )
-    .unwrap();
+    assert!(plan.resident_budget_bytes > 8 && plan.resident_budget_bytes < plan.weight_bytes);
+    let files = std::slice::from_ref(&file);
+    let store =
+        WeightStore::from_files(files, &detection.components[0], &plan, &sm86, &Device::Cpu)
+            .unwrap();
     assert_eq!(store.load_mode(), LoadMode::Streamed);
+    // --lowvram: ComfyUI's partial load keeps what fits the budget on the device.
+    assert_eq!(store.resident_bytes(), 8);
+    assert!(!store.is_streamed("w"));
+    // --novram: nothing stays; every use copies the weight over.
+    let novram = PlanOptions {
+        vram: VramMode::NoVram,
+        ..PlanOptions::default()
+    };
+    let plan = plan_for(&detection, novram, &sm86);
+    assert_eq!(plan.resident_budget_bytes, 0);
+    let store =
+        WeightStore::from_files(files, &detection.components[0], &plan, &sm86, &Device::Cpu)
+            .unwrap();
     assert_eq!(store.resident_bytes(), 0);
+    assert_eq!(store.streamed_bytes(), 8);
+    assert!(store.is_streamed("w"));
     assert_eq!(store.held_bytes(), 8);
     let w = store.fetch("w", &Device::Cpu).unwrap();
     assert_eq!(w.dtype(), DType::BF16);

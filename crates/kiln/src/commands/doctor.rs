@@ -47,7 +47,7 @@ pub fn doctor(
             let path = model_path(given, folders);
             let checkpoint = Checkpoint::open(&path)
                 .with_context(|| format!("cannot plan for {}", path.display()))?;
-            let plan = planner.plan(checkpoint.detection())?;
+            let plan = planner.plan_checkpoint(&checkpoint)?;
             Some((path, checkpoint, plan))
         }
         None => None,
@@ -68,6 +68,9 @@ pub fn doctor(
             out["plan"] = plan.to_json();
             out["peak_bytes"] = json!(plan.peak_bytes);
             out["host_bytes"] = json!(plan.host_bytes);
+            out["memory"] = json!(plan.memory);
+            out["text_encoders"] = json!(plan.text_encoders);
+            out["text_encoders_reason"] = json!(plan.text_encoders_reason);
             out["notes"] = json!(plan.notes);
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -202,12 +205,54 @@ fn print_plan(plan: &Plan) {
         );
         println!("    why: {}", component.reason);
     }
-    println!(
-        "  peak weight memory on the device ~{}, host ~{}",
-        human::bytes(plan.peak_bytes),
-        human::bytes(plan.host_bytes)
-    );
+    print_memory(plan);
     for note in &plan.notes {
         println!("  note: {note}");
     }
+}
+
+/// The memory estimate: per part, then the peaks and the text-encoder policy.
+fn print_memory(plan: &Plan) {
+    let memory = &plan.memory;
+    let [width, height] = memory.resolution;
+    println!("  memory (estimated, one generation at {width}×{height}):");
+    for part in &memory.parts {
+        let mut line = format!(
+            "    {:<16} device ~{}  host ~{}",
+            part.component.name(),
+            human::bytes(part.device_bytes),
+            human::bytes(part.host_bytes)
+        );
+        if part.largest_layer_bytes > 0 {
+            line.push_str(&format!(
+                "  largest widened layer ~{}",
+                human::bytes(part.largest_layer_bytes)
+            ));
+        }
+        if part.activation_bytes > 0 {
+            line.push_str(&format!(
+                "  activations ~{}",
+                human::bytes(part.activation_bytes)
+            ));
+        }
+        println!("{line}");
+    }
+    if memory.shared_pool {
+        println!(
+            "  peak memory ~{} (device and host share one pool)",
+            human::bytes(memory.device_peak_bytes)
+        );
+    } else {
+        println!(
+            "  peak memory on the device ~{}, host ~{}",
+            human::bytes(memory.device_peak_bytes),
+            human::bytes(memory.host_peak_bytes)
+        );
+    }
+    println!(
+        "  weights alone: device ~{}, host ~{}",
+        human::bytes(plan.peak_bytes),
+        human::bytes(plan.host_bytes)
+    );
+    println!("  text encoders: {}", plan.text_encoders_reason);
 }
