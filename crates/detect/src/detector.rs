@@ -63,6 +63,7 @@ pub(crate) static COMPONENT_DETECTORS: &[&dyn ComponentDetector] = &[
     &crate::clip::HfClip,
     &crate::open_clip::OpenClipText,
     &crate::t5::T5Encoder,
+    &crate::t5_gguf::LlamaCppT5Encoder,
     &crate::vae::LdmVae,
     &crate::vae_diffusers::DiffusersVae,
 ];

@@ -14,7 +14,8 @@
 //! the released model show in the variant (`v1.x (non-standard width 32)`).
 //!
 //! Each layout is one detector in a registry (LDM/SGM UNet, diffusers UNet, SAI MMDiT, diffusers
-//! SD3, BFL Flux, diffusers Flux, transformers CLIP, open_clip, T5, LDM and diffusers VAE).
+//! SD3, BFL Flux, diffusers Flux, transformers CLIP, open_clip, T5 in transformers and in
+//! llama.cpp GGUF naming, LDM and diffusers VAE).
 //! [`detect`] works on tensor lists ([`FileTensors`]), so it needs no file; [`Checkpoint::open`]
 //! opens files with `kiln-weights` and detects them, and [`Checkpoint::read_f32`] reads any
 //! internal tensor on the host through its key map (the reference for device loaders). LoRA files
@@ -56,6 +57,7 @@ mod open_clip;
 mod state_dict;
 mod summary;
 mod t5;
+mod t5_gguf;
 mod transform;
 mod types;
 mod unet;

@@ -1,6 +1,7 @@
 //! T5 v1.1 XXL encoders in transformers naming (`encoder.block.N.layer.M`), standalone or under
 //! `text_encoders.t5xxl.transformer.`. Rules follow ComfyUI's `sd.py: detect_te_model`: 24 blocks
-//! with a gated feed-forward (`wi_0`/`wi_1`) and d_model 4096 is XXL, 2048 is XL.
+//! with a gated feed-forward (`wi_0`/`wi_1`) and d_model 4096 is XXL, 2048 is XL. The same rules
+//! classify llama.cpp-named GGUF encoders once `t5_gguf` has mapped their names.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,10 @@ impl ComponentDetector for T5Encoder {
     fn find(&self, sd: &StateDict<'_>) -> Result<Vec<Finding>, DetectError> {
         prefixes_of(sd, "encoder.block.0.layer.0.SelfAttention.q.weight")
             .into_iter()
-            .map(|prefix| classify(sd, &prefix))
+            .map(|prefix| {
+                let keys = key_map(sd, &prefix);
+                classify(sd, &prefix, keys, Layout::Transformers)
+            })
             .collect()
     }
 }
@@ -50,8 +54,14 @@ fn key_map(sd: &StateDict<'_>, prefix: &str) -> KeyMap {
     keys
 }
 
-fn classify(sd: &StateDict<'_>, prefix: &str) -> Result<Finding, DetectError> {
-    let keys = key_map(sd, prefix);
+/// Classifies the T5 encoder whose tensors under `prefix` (stored in `layout`) `keys` maps to
+/// transformers names: only v1.1 XXL is supported.
+pub(crate) fn classify(
+    sd: &StateDict<'_>,
+    prefix: &str,
+    keys: KeyMap,
+    layout: Layout,
+) -> Result<Finding, DetectError> {
     let view = MappedView::new(&keys, sd);
     let blocks = view.count_blocks("encoder.block.") as u64;
     let gated = view.contains("encoder.block.0.layer.1.DenseReluDense.wi_1.weight");
@@ -102,14 +112,7 @@ fn classify(sd: &StateDict<'_>, prefix: &str) -> Result<Finding, DetectError> {
             facts.insert(fact.into(), value);
         }
     }
-    let component = component::build(
-        ComponentKind::T5xxl,
-        Layout::Transformers,
-        prefix,
-        keys,
-        facts,
-        sd,
-    );
+    let component = component::build(ComponentKind::T5xxl, layout, prefix, keys, facts, sd);
     Ok(Finding::Component(FoundComponent {
         component,
         standalone: Architecture::T5xxl,

@@ -138,6 +138,9 @@ pub enum Layout {
     OpenClip,
     /// Hugging Face transformers naming (`text_model.encoder.layers.`, `encoder.block.`).
     Transformers,
+    /// llama.cpp's GGUF naming (`enc.blk.N.attn_q`, `token_embd`): T5 encoders converted by
+    /// llama.cpp, as city96's `t5-v1_1-xxl-encoder-gguf`.
+    LlamaCpp,
 }
 
 /// One stored tensor: which file of the checkpoint, and its name there.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use kiln_detect::{Architecture, Checkpoint, ComponentKind, KeyTransform, Layout, Prediction};
 use kiln_test_checkpoints as tc;
-use tc::{CheckpointSpec, Family, Packaging, Size, Storage};
+use tc::{CheckpointSpec, Family, GgufQuant, Packaging, Size, Storage};
 
 /// Architecture, variant prefix and prediction a family must be detected as.
 fn expected(family: Family) -> (Architecture, &'static str, Option<Prediction>) {
@@ -205,7 +205,10 @@ fn check(spec: &CheckpointSpec, path: &Path) -> Result<(), String> {
             // Values check renames and transforms: every tensor of a renamed layout (diffusers,
             // open_clip); a sample elsewhere, where names are kept and reading every tensor would
             // test the file readers rather than detection.
-            let renamed = matches!(component.layout, Layout::Diffusers | Layout::OpenClip);
+            let renamed = matches!(
+                component.layout,
+                Layout::Diffusers | Layout::OpenClip | Layout::LlamaCpp
+            );
             if !renamed && source.transform == KeyTransform::Identity && position % 64 != 0 {
                 continue;
             }
@@ -289,4 +292,64 @@ fn every_test_checkpoint_is_detected_and_mapped() {
         specs.len(),
         failures.join("\n")
     );
+}
+
+/// Largest `|got − want|` over the largest `|want|`.
+fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+    let peak = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    diff / peak
+}
+
+/// T5-XXL in llama.cpp GGUF naming (city96's `t5-v1_1-xxl-encoder-*.gguf`), every quantisation.
+/// These specs are not in `all_specs()`, whose GGUF entries other crates load as diffusion
+/// models, so they are checked here: the same checks, plus the layout and the values read
+/// through the key map against the canonical ones within the quantisation's error.
+#[test]
+fn t5_gguf_encoders_are_detected_and_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for quant in GgufQuant::ALL {
+        let spec = CheckpointSpec::new(Family::T5Xxl, Storage::Gguf(quant), Packaging::Gguf);
+        let path = tc::write(&spec, dir.path()).unwrap();
+        if let Err(reason) = check(&spec, &path) {
+            failures.push(format!("{spec}: {reason}"));
+            continue;
+        }
+        let checkpoint = Checkpoint::open(&path).unwrap();
+        let detection = checkpoint.detection();
+        let t5 = detection.component(ComponentKind::T5xxl).unwrap();
+        if t5.layout != Layout::LlamaCpp || !detection.notes.is_empty() {
+            failures.push(format!(
+                "{spec}: {:?}, notes {:?}",
+                t5.layout, detection.notes
+            ));
+        }
+        if !matches!(t5.dominant_dtype, kiln_weights::StorageDType::Gguf(_)) {
+            failures.push(format!("{spec}: dominant {}", t5.dominant_dtype));
+        }
+        let limit = match quant {
+            GgufQuant::F16 => 1e-3,
+            GgufQuant::Q8_0 => 0.02,
+            _ => 0.2,
+        };
+        for internal in [
+            "shared.weight",
+            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            "encoder.block.11.layer.0.SelfAttention.k.weight",
+            "encoder.block.23.layer.1.DenseReluDense.wo.weight",
+            "encoder.final_layer_norm.weight",
+        ] {
+            let (_, values) = checkpoint.read_f32(ComponentKind::T5xxl, internal).unwrap();
+            let reference = tc::reference_tensor(&spec, tc::Component::T5Xxl, internal).unwrap();
+            let error = relative_error(&values, &reference.values);
+            if error >= limit {
+                failures.push(format!("{spec}: `{internal}` relative error {error}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

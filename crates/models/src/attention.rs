@@ -1,8 +1,9 @@
 //! Scaled dot-product attention, `softmax(Q·Kᵀ/√d + mask)·V`, by the kernel the planner chose
 //! ([`AttentionKernel`], ComfyUI `comfy/ldm/modules/attention.py`): one full softmax (`Plain`, the
 //! reference), query slices sized from free memory (`Split`), memory-efficient chunks with
-//! log-sum-exp merging (`SubQuadratic`), the backend's fused kernel (`Fused`), or flash attention
-//! (`Flash`). Every kernel computes the same function; they differ only in peak memory.
+//! log-sum-exp merging (`SubQuadratic`), the backend's fused kernel (`Fused`: candle's SDPA on
+//! Metal, `kiln_kernels::attention` on the CPU), or flash attention (`Flash`). Every kernel
+//! computes the same function; they differ only in peak memory.
 //!
 //! Free memory comes from a [`MemoryBudget`] so tests can force the chunked paths, and every run
 //! can report how it chunked ([`AttentionTrace`]).
@@ -383,7 +384,25 @@ impl Attention {
                 },
             ));
         }
-        // No fused kernel on this backend (candle has SDPA on Metal only): ComfyUI's own fallback
+        // kiln-kernels' tiled online-softmax kernel scores in f32 with no score matrix larger than
+        // one 64×512 tile per thread. Half-precision scores without upcast (ComfyUI's f16 softmax)
+        // are a different function, left to the candle kernels.
+        let f32_scores_wanted = self.upcast || q.dtype() == DType::F32;
+        if mask.is_none() && f32_scores_wanted && crate::layers::use_cpu_kernel(q) {
+            let scale = (shape.head_dim as f32).powf(-0.5);
+            let out =
+                kiln_kernels::attention(q, k, v, scale).map_err(crate::layers::from_kernel)?;
+            return Ok((
+                out,
+                AttentionTrace {
+                    kernel: AttentionKernel::Fused,
+                    query_chunks: 1,
+                    kv_chunks: 1,
+                },
+            ));
+        }
+        // No fused kernel here (candle has SDPA on Metal only; Kiln's CPU kernel takes no mask):
+        // ComfyUI's own fallback
         // when SDPA is unavailable is sub-quadratic attention.
         self.sub_quadratic(q, k, v, mask, shape)
     }

@@ -1,7 +1,8 @@
 //! The layers every model is built from. Each holds only the *names* of its weights and fetches
 //! them from [`Weights`] when it runs, so one `Linear` serves f32, f16, bf16, fp8 (widened through
 //! a lookup table), scaled fp8, GGUF (multiplied blockwise) and streamed weights alike — no model
-//! copy per storage format.
+//! copy per storage format. On the CPU, convolutions and norms run on `kiln_kernels` (multithreaded,
+//! f32 accumulation) rather than candle's single-threaded or slower ops.
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Shape, Tensor, D};
@@ -116,6 +117,15 @@ impl Conv2d {
     /// Applies the convolution to `x` `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weights.get("weight")?;
+        if use_cpu_kernel(x) {
+            let bias = if self.has_bias {
+                Some(self.weights.get("bias")?)
+            } else {
+                None
+            };
+            return kiln_kernels::conv2d(x, &w, bias.as_ref(), self.padding, self.stride)
+                .map_err(from_kernel);
+        }
         let y = x.conv2d(&w, self.padding, self.stride, 1, 1)?;
         if self.has_bias {
             let b = self.weights.get("bias")?;
@@ -160,6 +170,29 @@ impl GroupNorm {
 
     /// Normalises `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, kiln_kernels::Activation::None)
+    }
+
+    /// Normalises `x` and applies SiLU in the same pass (every ResNet block's `norm → SiLU`).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, kiln_kernels::Activation::Silu)
+    }
+
+    fn forward_with(&self, x: &Tensor, activation: kiln_kernels::Activation) -> Result<Tensor> {
+        if use_cpu_kernel(x) && x.rank() >= 2 {
+            let w = self.weights.get("weight")?;
+            let b = self.weights.get("bias")?;
+            return kiln_kernels::group_norm(x, self.groups, &w, &b, self.eps, activation)
+                .map_err(from_kernel);
+        }
+        let y = self.forward_candle(x)?;
+        Ok(match activation {
+            kiln_kernels::Activation::Silu => y.silu()?,
+            kiln_kernels::Activation::None => y,
+        })
+    }
+
+    fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
@@ -210,6 +243,20 @@ impl LayerNorm {
 
     /// Normalises `x` over its last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if use_cpu_kernel(x) {
+            let (w, b) = if self.has_affine {
+                let b = if self.weights.contains("bias") {
+                    Some(self.weights.get("bias")?)
+                } else {
+                    None
+                };
+                (Some(self.weights.get("weight")?), b)
+            } else {
+                (None, None)
+            };
+            return kiln_kernels::layer_norm(x, w.as_ref(), b.as_ref(), self.eps)
+                .map_err(from_kernel);
+        }
         let dtype = x.dtype();
         let x32 = x.to_dtype(candle_core::DType::F32)?;
         let mean = x32.mean_keepdim(D::Minus1)?;
@@ -362,6 +409,27 @@ impl Embedding {
     /// The whole table (for textual-inversion splicing and weight tying).
     pub fn table(&self) -> Result<Tensor> {
         self.weights.get("weight")
+    }
+}
+
+/// Whether `x` goes to a `kiln_kernels` CPU kernel: it lives on the CPU in a dtype the kernels
+/// compute (f32/bf16/f16), and `KILN_CPU_KERNELS=candle` has not asked for candle's own ops (a
+/// benchmarking switch).
+pub(crate) fn use_cpu_kernel(x: &Tensor) -> bool {
+    x.device().is_cpu() && kiln_kernels::supports_dtype(x.dtype()) && kiln_kernels::enabled()
+}
+
+/// A kernel failure as this crate's error.
+pub(crate) fn from_kernel(error: kiln_kernels::KernelError) -> ModelError {
+    match error {
+        kiln_kernels::KernelError::Candle(source) => ModelError::Candle {
+            context: "CPU kernel".to_string(),
+            source,
+        },
+        other => ModelError::Candle {
+            context: "CPU kernel".to_string(),
+            source: candle_core::Error::Msg(other.to_string()),
+        },
     }
 }
 

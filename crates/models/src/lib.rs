@@ -12,8 +12,12 @@ mod attention;
 mod clip;
 mod clip_tokenizer;
 mod error;
+mod flux;
 mod layers;
+mod mmdit;
 mod prompt_weights;
+mod t5;
+mod t5_tokenizer;
 mod textual_inversion;
 mod tiled;
 mod unet;
@@ -31,8 +35,15 @@ pub use clip_tokenizer::{
     WeightedToken, CLIP_MAX_LENGTH, END_TOKEN, START_TOKEN,
 };
 pub use error::{ModelError, Result};
+pub use flux::{Flux, FluxConfig, FLUX_DEFAULT_GUIDANCE};
 pub use layers::{Conv2d, Embedding, GroupNorm, LayerNorm, Linear, RmsNorm};
+pub use mmdit::{Mmdit, MmditConfig, MMDIT_HEAD_DIM};
 pub use prompt_weights::{parse_prompt_weights, MAX_PROMPT_NESTING};
+pub use t5::{relative_position_bucket, T5Config, T5Encoder, T5Token, T5_END_TOKEN, T5_PAD_TOKEN};
+pub use t5_tokenizer::{
+    t5_tokenizer_search_dirs, T5Tokenizer, T5TokenizerError, FLUX_T5_MIN_LENGTH, SD3_T5_MIN_LENGTH,
+    T5_TOKENIZER_FOLDER, T5_VOCAB_ROWS,
+};
 pub use textual_inversion::{read_embedding, EmbeddingFolder, EmbeddingSource, TextualInversion};
 pub use tiled::{tiled_scale, TileGrid, TileScale};
 pub use unet::{

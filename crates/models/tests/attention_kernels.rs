@@ -244,9 +244,13 @@ fn f16_kernels_agree_with_and_without_upcast() {
 #[test]
 fn fallbacks_report_the_kernel_that_ran() {
     let q = random(&[1, 1, 8, 4], 19);
+    let mask = random(&[8, 8], 20);
     for kernel in [AttentionKernel::Fused, AttentionKernel::Flash] {
+        // Unmasked, the CPU runs kiln-kernels' fused attention (no flash kernel is built).
         let (_, trace) = run(kernel, u64::MAX, &q, &q, &q, None);
-        // The CPU has no fused kernel: ComfyUI's fallback, sub-quadratic, runs.
+        assert_eq!(trace.kernel, AttentionKernel::Fused);
+        // The fused CPU kernel takes no mask: ComfyUI's fallback, sub-quadratic, runs.
+        let (_, trace) = run(kernel, u64::MAX, &q, &q, &q, Some(&mask));
         assert_eq!(trace.kernel, AttentionKernel::SubQuadratic);
     }
     let (_, trace) = run(AttentionKernel::Plain, 1, &q, &q, &q, None);

@@ -1,11 +1,14 @@
-//! ComfyUI's `common_ksampler` → `comfy.sample.sample` → `KSampler.sample`: initial noise from
-//! the seed (per `batch_index`), sigmas for scheduler/sampler/steps/denoise, the
-//! `KSamplerAdvanced` step window, conditioning turned into guided entries (SDXL ADM vectors
-//! from the size options), classifier-free guidance over the UNet, the noise-mask blending of
-//! inpainting (`KSamplerX0Inpaint`), and per-step progress (with a preview of the denoised
-//! prediction under `--preview-method`) and interruption.
+//! The one sampling path of `KSampler`, `KSamplerAdvanced`, `SamplerCustom` and
+//! `SamplerCustomAdvanced` (ComfyUI's `common_ksampler` / `sample_custom` →
+//! `CFGGuider.sample`): the empty latent fixed to the model's channels, initial noise from a
+//! [`Noise`], the sigmas, conditioning turned into guided entries (SDXL ADM vectors from the size
+//! options, pooled vectors and Flux guidance for the DiTs), classifier-free guidance over the
+//! network, the noise-mask blending of inpainting (`KSamplerX0Inpaint`), the sampler, and
+//! per-step progress (with a preview of the denoised prediction under `--preview-method`),
+//! interruption and the last denoised prediction (`denoised_output`).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use kiln_detect::Architecture;
@@ -13,10 +16,10 @@ use kiln_graph::ExecutionContext;
 use kiln_models::{
     sdxl_adm, sdxl_refiner_adm, CfgDenoiser, GuidedCond, PromptKind, RefinerSize, SdxlSize,
 };
-use kiln_sampling::samplers::{sampler_by_name, Denoiser, SamplerContext, StepInfo};
+use kiln_sampling::samplers::{Denoiser, SamplerContext, StepInfo};
 use kiln_sampling::schedulers::scheduler_by_name;
 use kiln_sampling::{
-    ksampler_sigmas, prepare_noise, sample, ModelSampling, NormalKernel, StepRange, TorchCpuNoise,
+    ksampler_sigmas, sample, ModelSampling, NormalKernel, StepRange, TorchCpuNoise,
 };
 
 use crate::error::{NodesError, TensorContext};
@@ -24,7 +27,9 @@ use crate::network::Network;
 use crate::preview::{Previewer, StepPreviews};
 use crate::resample::{common_upscale, Crop, Planes, UpscaleMethod};
 use crate::services::NodeServices;
-use crate::types::{Conditioning, Latent, Model, SizeConditioning};
+use crate::types::{
+    Conditioning, Guider, Latent, Model, Noise, NoiseKind, SamplerChoice, SizeConditioning,
+};
 
 /// Everything `common_ksampler` takes besides the model, conditioning and latent.
 #[derive(Clone, Debug)]
@@ -54,7 +59,8 @@ fn sampling_error(context: &str) -> impl Fn(kiln_sampling::SamplingError) -> Nod
     }
 }
 
-/// `GuidedCond`s for one side, with SDXL's ADM vectors for a latent of `height × width` cells.
+/// `GuidedCond`s for one side: SDXL's ADM vectors for a latent of `height × width` cells, the
+/// pooled vector as `y` for SD3 and Flux (`encode_adm`), and `FluxGuidance`'s strength.
 fn guided(
     model: &Model,
     conditioning: &Conditioning,
@@ -86,6 +92,7 @@ fn guided(
                     };
                     Some(sdxl_refiner_adm(pooled, &size).map_err(model_error)?)
                 }
+                (Architecture::Sd3 | Architecture::Flux, Some(pooled)) => Some(pooled.clone()),
                 _ => None,
             };
             let y = match y {
@@ -102,7 +109,9 @@ fn guided(
                 strength: entry.meta.strength,
                 start_percent: entry.meta.start_percent,
                 end_percent: entry.meta.end_percent,
-                guidance: None,
+                guidance: entry.meta.guidance,
+                // Only Flux Fill / inpainting models take `c_concat`, and no supported node
+                // sets `concat_latent_image` yet.
                 concat: None,
             })
         })
@@ -184,170 +193,264 @@ fn is_all_zero(x: &Tensor) -> Result<bool, NodesError> {
     Ok(nonzero == 0.0)
 }
 
-/// Runs the sampler and returns the new latent.
+/// What `KSampler`/`KSamplerAdvanced` turn into a [`SamplingRun`].
+fn ksampler_run_parts(
+    model: &Model,
+    settings: &SamplerSettings<'_>,
+) -> Result<(SamplerChoice, Vec<f32>), NodesError> {
+    let sampler = SamplerChoice::by_name("sampler_name", settings.sampler_name)?;
+    let scheduler = scheduler_by_name(settings.scheduler)
+        .map_err(|source| NodesError::input("scheduler", source.to_string()))?;
+    let sigmas = ksampler_sigmas(
+        &model.sampling,
+        scheduler,
+        sampler.sampler,
+        settings.steps,
+        settings.denoise,
+    )
+    .map_err(sampling_error("computing sigmas"))?;
+    // An empty `KSamplerAdvanced` window returns the latent unchanged, as empty sigmas do.
+    let sigmas = settings.window.apply(&sigmas).unwrap_or_default();
+    Ok((sampler, sigmas))
+}
+
+/// `common_ksampler`: runs the sampler and returns the new latent.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn common_ksampler(
     noise_kernel: NormalKernel,
     ctx: &mut ExecutionContext<'_>,
-    model: &Model,
-    positive: &Conditioning,
-    negative: &Conditioning,
+    model: &Arc<Model>,
+    positive: &Arc<Conditioning>,
+    negative: &Arc<Conditioning>,
     latent: &Latent,
     settings: &SamplerSettings<'_>,
 ) -> Result<Latent, NodesError> {
+    let (sampler, sigmas) = ksampler_run_parts(model, settings)?;
+    let noise = Noise {
+        kind: if settings.disable_noise {
+            NoiseKind::Empty
+        } else {
+            NoiseKind::Random
+        },
+        seed: settings.seed,
+    };
+    let guider = Guider::cfg(
+        model.clone(),
+        positive.clone(),
+        negative.clone(),
+        settings.cfg,
+    );
+    let run = SamplingRun {
+        noise: &noise,
+        guider: &guider,
+        sampler,
+        sigmas: &sigmas,
+        latent,
+    };
+    Ok(run.execute(noise_kernel, ctx)?.output)
+}
+
+/// One sampling run: `guider.sample(noise.generate_noise(latent), latent, sampler, sigmas)`.
+#[derive(Debug)]
+pub(crate) struct SamplingRun<'a> {
+    /// The initial noise and the per-step seed.
+    pub(crate) noise: &'a Noise,
+    /// The model, conditioning and guidance scale.
+    pub(crate) guider: &'a Guider,
+    /// The algorithm.
+    pub(crate) sampler: SamplerChoice,
+    /// The noise levels to walk.
+    pub(crate) sigmas: &'a [f32],
+    /// The input latent (with its noise mask and batch index).
+    pub(crate) latent: &'a Latent,
+}
+
+/// The two latents a custom sampler returns.
+#[derive(Debug)]
+pub(crate) struct SamplingOutcome {
+    /// The sampled latent (`output`).
+    pub(crate) output: Latent,
+    /// The last step's denoised prediction in VAE space (`denoised_output`); the output itself
+    /// when no step ran.
+    pub(crate) denoised: Latent,
+}
+
+/// `comfy.sample.fix_empty_latent_channels`: an all-zero latent whose channel count is not the
+/// model's is remade with the model's channels; anything else is read as f32.
+fn fix_empty_latent_channels(model: &Model, latent: &Latent) -> Result<Tensor, NodesError> {
     let (batch, channels, height, width) = latent.dims4("latent_image")?;
     let latent_channels = model.latent_format.channels;
-    // `fix_empty_latent_channels`: an empty latent with the wrong channel count is remade.
-    let latent_image = if channels != latent_channels && is_all_zero(&latent.samples)? {
+    if channels != latent_channels && is_all_zero(&latent.samples)? {
         Tensor::zeros(
             (batch, latent_channels, height, width),
             DType::F32,
             &Device::Cpu,
         )
-        .context("fixing empty latent channels")?
+        .context("fixing empty latent channels")
     } else {
         latent
             .samples
             .to_dtype(DType::F32)
-            .context("reading the latent")?
-    };
-    let shape = latent_image.dims4().context("reading the latent")?;
-    let noise = if settings.disable_noise {
-        latent_image.zeros_like().context("zero noise")?
-    } else {
-        prepare_noise(
-            latent_image.dims(),
-            settings.seed,
-            latent.batch_index.as_deref(),
+            .context("reading the latent")
+    }
+}
+
+impl SamplingRun<'_> {
+    /// Runs the sampler.
+    pub(crate) fn execute(
+        &self,
+        noise_kernel: NormalKernel,
+        ctx: &mut ExecutionContext<'_>,
+    ) -> Result<SamplingOutcome, NodesError> {
+        let model = self.guider.model.as_ref();
+        let latent_image = fix_empty_latent_channels(model, self.latent)?;
+        let fixed = Latent {
+            samples: latent_image.clone(),
+            ..self.latent.clone()
+        };
+        if self.sigmas.is_empty() {
+            return Ok(SamplingOutcome {
+                output: fixed.clone(),
+                denoised: fixed,
+            });
+        }
+        let shape = latent_image.dims4().context("reading the latent")?;
+        let (_, _, height, width) = shape;
+        let noise = self.noise.generate(
+            &latent_image,
+            self.latent.batch_index.as_deref(),
             noise_kernel,
-        )
-        .map_err(sampling_error("drawing the initial noise"))?
-    };
-    let sampler = sampler_by_name(settings.sampler_name).map_err(sampling_error("sampler_name"))?;
-    let scheduler = scheduler_by_name(settings.scheduler).map_err(sampling_error("scheduler"))?;
-    let sigmas = ksampler_sigmas(
-        &model.sampling,
-        scheduler,
-        sampler,
-        settings.steps,
-        settings.denoise,
-    )
-    .map_err(sampling_error("computing sigmas"))?;
-    let Some(sigmas) = settings.window.apply(&sigmas) else {
-        return Ok(Latent {
-            samples: latent_image,
-            ..latent.clone()
-        });
-    };
+        )?;
 
-    let device = model.weights.device().clone();
-    let network = Network::build(model)?;
-    let positive = guided(
-        model,
-        positive,
-        PromptKind::Positive,
-        height,
-        width,
-        &device,
-    )?;
-    let negative = guided(
-        model,
-        negative,
-        PromptKind::Negative,
-        height,
-        width,
-        &device,
-    )?;
-    let mut denoiser = CfgDenoiser::new(
-        &network,
-        model.sampling.clone(),
-        positive,
-        negative,
-        settings.cfg,
-    )
-    .map_err(|source| NodesError::Model {
-        context: "setting up guidance".to_owned(),
-        source: Box::new(source),
-    })?;
-
-    let scaled_latent = if is_all_zero(&latent_image)? {
-        latent_image.clone()
-    } else {
-        model
-            .latent_format
-            .process_in(&latent_image)
-            .map_err(sampling_error("scaling the latent"))?
-    };
-    let mut inpaint;
-    let denoiser: &mut dyn Denoiser = match &latent.noise_mask {
-        Some(mask) => {
-            let mask = prepare_mask(mask, shape)?;
-            let keep = (1.0 - &mask).context("inverting the noise mask")?;
-            inpaint = InpaintDenoiser {
-                inner: &mut denoiser,
-                sampling: &model.sampling,
-                mask,
-                keep,
-                latent: scaled_latent,
-                noise: noise.clone(),
-            };
-            &mut inpaint
-        }
-        None => &mut denoiser,
-    };
-
-    let noise_source = TorchCpuNoise {
-        seed: settings.seed,
-        kernel: noise_kernel,
-    };
-    // `prepare_callback`: one previewer per run, fed each step's denoised prediction.
-    let previewer = ctx.services::<NodeServices>().ok().and_then(|services| {
-        Previewer::for_model(
-            services,
-            model.architecture,
+        let device = model.weights.device().clone();
+        let network = Network::build(model)?;
+        let positive = guided(
+            model,
+            &self.guider.positive,
+            PromptKind::Positive,
+            height,
+            width,
             &device,
-            services.preview_size(),
+        )?;
+        let negative = guided(
+            model,
+            &self.guider.negative,
+            PromptKind::Negative,
+            height,
+            width,
+            &device,
+        )?;
+        let mut denoiser = CfgDenoiser::new(
+            &network,
+            model.sampling.clone(),
+            positive,
+            negative,
+            self.guider.cfg,
         )
-    });
-    let mut previews = StepPreviews::new(previewer);
-    let mut progress = |info: &StepInfo<'_>| {
-        let preview = previews.preview(info.denoised);
-        ctx.progress(info.step as u64 + 1, info.total as u64, preview);
-        if ctx.is_interrupted() {
-            ControlFlow::Break(())
+        .map_err(|source| NodesError::Model {
+            context: "setting up guidance".to_owned(),
+            source: Box::new(source),
+        })?;
+
+        let scaled_latent = if is_all_zero(&latent_image)? {
+            latent_image.clone()
         } else {
-            ControlFlow::Continue(())
-        }
-    };
-    let mut sampler_ctx = SamplerContext {
-        denoiser,
-        model_sampling: &model.sampling,
-        noise: &noise_source,
-        progress: &mut progress,
-    };
-    let samples = sample(
-        sampler,
-        &mut sampler_ctx,
-        &noise,
-        &latent_image,
-        &sigmas,
-        &model.latent_format,
-    )
-    .map_err(|source| match source {
-        kiln_sampling::SamplingError::Interrupted { .. } => NodesError::Interrupted,
-        other => NodesError::Sampling {
-            context: "sampling".to_owned(),
-            source: Box::new(other),
-        },
-    })?;
-    let samples = samples
+            model
+                .latent_format
+                .process_in(&latent_image)
+                .map_err(sampling_error("scaling the latent"))?
+        };
+        let mut inpaint;
+        let denoiser: &mut dyn Denoiser = match &self.latent.noise_mask {
+            Some(mask) => {
+                let mask = prepare_mask(mask, shape)?;
+                let keep = (1.0 - &mask).context("inverting the noise mask")?;
+                inpaint = InpaintDenoiser {
+                    inner: &mut denoiser,
+                    sampling: &model.sampling,
+                    mask,
+                    keep,
+                    latent: scaled_latent,
+                    noise: noise.clone(),
+                };
+                &mut inpaint
+            }
+            None => &mut denoiser,
+        };
+
+        let noise_source = TorchCpuNoise {
+            seed: self.noise.seed,
+            kernel: noise_kernel,
+        };
+        // `prepare_callback`: one previewer per run, fed each step's denoised prediction, which
+        // is also kept as `x0_output["x0"]`.
+        let previewer = ctx.services::<NodeServices>().ok().and_then(|services| {
+            Previewer::for_model(
+                services,
+                model.architecture,
+                &device,
+                services.preview_size(),
+            )
+        });
+        let mut previews = StepPreviews::new(previewer);
+        let mut last_denoised: Option<Tensor> = None;
+        let mut progress = |info: &StepInfo<'_>| {
+            let preview = previews.preview(info.denoised);
+            last_denoised = Some(info.denoised.clone());
+            ctx.progress(info.step as u64 + 1, info.total as u64, preview);
+            if ctx.is_interrupted() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let mut sampler_ctx = SamplerContext {
+            denoiser,
+            model_sampling: &model.sampling,
+            noise: &noise_source,
+            progress: &mut progress,
+        };
+        let samples = sample(
+            self.sampler.sampler,
+            &mut sampler_ctx,
+            &noise,
+            &latent_image,
+            self.sigmas,
+            &model.latent_format,
+        )
+        .map_err(|source| match source {
+            kiln_sampling::SamplingError::Interrupted { .. } => NodesError::Interrupted,
+            other => NodesError::Sampling {
+                context: "sampling".to_owned(),
+                source: Box::new(other),
+            },
+        })?;
+        let output = Latent {
+            samples: to_cpu_f32(&samples)?,
+            ..fixed.clone()
+        };
+        let denoised = match last_denoised {
+            Some(x0) => {
+                let x0 = model
+                    .latent_format
+                    .process_out(&x0)
+                    .map_err(sampling_error("scaling the denoised latent"))?;
+                Latent {
+                    samples: to_cpu_f32(&x0)?,
+                    ..fixed
+                }
+            }
+            None => output.clone(),
+        };
+        Ok(SamplingOutcome { output, denoised })
+    }
+}
+
+fn to_cpu_f32(samples: &Tensor) -> Result<Tensor, NodesError> {
+    samples
         .to_device(&Device::Cpu)
         .and_then(|s| s.to_dtype(DType::F32))
-        .context("moving the samples to the CPU")?;
-    Ok(Latent {
-        samples,
-        ..latent.clone()
-    })
+        .context("moving the samples to the CPU")
 }
 
 #[cfg(test)]

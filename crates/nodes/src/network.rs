@@ -1,9 +1,10 @@
 //! [`Network`]: the diffusion network a [`Model`] runs, built over its weight store when a
-//! sampler needs it — the LDM UNet (SD1/SD2/SDXL/refiner), chosen by the model's architecture.
+//! sampler needs it — the LDM UNet (SD1/SD2/SDXL/refiner), the SD3/SD3.5 MMDiT or the Flux
+//! transformer, chosen by the model's architecture.
 
 use candle_core::{DType, Tensor};
 use kiln_detect::Architecture;
-use kiln_models::{Attention, DiffusionModel, ModelConditioning, Unet, Weights};
+use kiln_models::{Attention, DiffusionModel, Flux, Mmdit, ModelConditioning, Unet, Weights};
 
 use crate::error::NodesError;
 use crate::types::Model;
@@ -11,7 +12,11 @@ use crate::types::Model;
 /// One built diffusion network.
 pub(crate) enum Network {
     /// SD1/SD2/SDXL/refiner UNet.
-    Unet(Unet),
+    Unet(Box<Unet>),
+    /// SD3 / SD3.5 MMDiT.
+    Mmdit(Mmdit),
+    /// Flux.1 dev / schnell / fill transformer.
+    Flux(Flux),
 }
 
 impl Network {
@@ -30,8 +35,18 @@ impl Network {
             Architecture::Sd1
             | Architecture::Sd2
             | Architecture::Sdxl
-            | Architecture::SdxlRefiner => Ok(Network::Unet(
+            | Architecture::SdxlRefiner => Ok(Network::Unet(Box::new(
                 Unet::from_weights(&weights, attention).map_err(model_error("UNet"))?,
+            ))),
+            Architecture::Sd3 => Ok(Network::Mmdit(
+                Mmdit::new(weights)
+                    .map_err(model_error("MMDiT"))?
+                    .with_attention(attention),
+            )),
+            Architecture::Flux => Ok(Network::Flux(
+                Flux::new(weights)
+                    .map_err(model_error("Flux transformer"))?
+                    .with_attention(attention),
             )),
             other => Err(NodesError::input(
                 "model",
@@ -42,7 +57,9 @@ impl Network {
 
     fn inner(&self) -> &dyn DiffusionModel {
         match self {
-            Network::Unet(unet) => unet,
+            Network::Unet(unet) => unet.as_ref(),
+            Network::Mmdit(mmdit) => mmdit,
+            Network::Flux(flux) => flux,
         }
     }
 }

@@ -23,6 +23,23 @@ use crate::nodes::{
     vae_loader::VaeLoader,
 };
 
+// Flux / SD3 loaders and text encoders.
+use crate::nodes::{
+    clip_loader::ClipLoader, clip_text_encode_flux::ClipTextEncodeFlux,
+    clip_text_encode_sd3::ClipTextEncodeSd3, dual_clip_loader::DualClipLoader,
+    triple_clip_loader::TripleClipLoader, unet_loader::UnetLoader,
+};
+
+// Custom sampling and flow-model nodes (comfy_extras).
+use crate::nodes::{
+    basic_guider::BasicGuider, basic_scheduler::BasicScheduler, cfg_guider::CfgGuider,
+    disable_noise::DisableNoise, empty_sd3_latent_image::EmptySd3LatentImage,
+    flip_sigmas::FlipSigmas, flux_guidance::FluxGuidance, ksampler_select::KSamplerSelect,
+    model_sampling_aura_flow::ModelSamplingAuraFlow, model_sampling_flux::ModelSamplingFlux,
+    model_sampling_sd3::ModelSamplingSd3, random_noise::RandomNoise, sampler_custom::SamplerCustom,
+    sampler_custom_advanced::SamplerCustomAdvanced, split_sigmas::SplitSigmas,
+};
+
 /// The built-in node classes, in registration order (the order `/object_info` lists them).
 fn builtin_nodes() -> Vec<Arc<dyn Node>> {
     vec![
@@ -56,6 +73,29 @@ fn builtin_nodes() -> Vec<Arc<dyn Node>> {
         Arc::new(ClipTextEncodeSdxl),
         Arc::new(ClipTextEncodeSdxlRefiner),
         Arc::new(LoraLoaderModelOnly),
+        // Flux / SD3 loaders (nodes.py) and text encoders (comfy_extras).
+        Arc::new(ClipLoader),
+        Arc::new(UnetLoader),
+        Arc::new(DualClipLoader),
+        Arc::new(TripleClipLoader),
+        Arc::new(ClipTextEncodeFlux),
+        Arc::new(ClipTextEncodeSd3),
+        // comfy_extras: custom sampling, model sampling, SD3/Flux latents and guidance.
+        Arc::new(SamplerCustom),
+        Arc::new(BasicScheduler),
+        Arc::new(KSamplerSelect),
+        Arc::new(SplitSigmas),
+        Arc::new(FlipSigmas),
+        Arc::new(CfgGuider),
+        Arc::new(BasicGuider),
+        Arc::new(RandomNoise),
+        Arc::new(DisableNoise),
+        Arc::new(SamplerCustomAdvanced),
+        Arc::new(ModelSamplingSd3),
+        Arc::new(ModelSamplingAuraFlow),
+        Arc::new(ModelSamplingFlux),
+        Arc::new(EmptySd3LatentImage),
+        Arc::new(FluxGuidance),
     ]
 }
 

@@ -206,6 +206,11 @@ struct LoadContext<'a> {
     home: &'a Device,
     files: &'a [WeightFile],
     keys: &'a BTreeMap<String, KeySource>,
+    /// The plan forces fp8 storage on a float file (`UNETLoader`'s `weight_dtype`), so float
+    /// matrices are converted to it. In a file that is fp8 itself, the tensors it keeps in
+    /// bf16/f32 (SD3's `pos_embed` and patch-embedding conv, norms) stay as stored, as ComfyUI
+    /// loads them.
+    forces_fp8_matrices: bool,
 }
 
 impl LoadContext<'_> {
@@ -307,10 +312,10 @@ impl LoadContext<'_> {
                 name: name.to_string(),
             });
         };
-        let is_matrix = info.shape.len() >= 2;
+        let converts_to_storage = info.shape.len() >= 2 && self.forces_fp8_matrices;
         let target = hold_target(
             info.dtype,
-            is_matrix,
+            converts_to_storage,
             self.plan.storage_dtype,
             self.plan.compute_dtype,
             self.profile,
@@ -415,12 +420,15 @@ impl WeightStore {
             LoadMode::Resident => device.clone(),
             LoadMode::Streamed => Device::Cpu,
         };
+        let file_is_fp8 = component.scaled_fp8.is_some()
+            || crate::dtype_rules::dominant_storage(component).is_fp8();
         let context = LoadContext {
             plan,
             profile,
             home: &home,
             files,
             keys: &component.keys,
+            forces_fp8_matrices: plan.storage_dtype.is_fp8() && !file_is_fp8,
         };
         if component.scaled_fp8.is_some() && plan.widening == Widening::ScaledFp8 {
             context.check_scales()?;

@@ -42,6 +42,8 @@ pub(crate) enum Format {
     Gguf {
         architecture: &'static str,
         quant: GgufQuant,
+        /// Architecture metadata written after `general.*` (llama.cpp's `t5encoder.*`).
+        hparams: Vec<(String, candle_core::quantized::gguf_file::Value)>,
     },
 }
 
@@ -385,18 +387,30 @@ pub(crate) fn plan(spec: &CheckpointSpec) -> Result<Plan, Error> {
             else {
                 return Err(Error::UnsupportedCombination { spec: *spec });
             };
-            // city96's converter reads a bf16/f16 model; the quantiser decides per tensor.
-            let entries = plain_entries(
-                Storage::F32,
-                Part::DiffusionModel,
-                diffusion_model(spec.family, spec.size),
-            );
+            // city96's converter (llama.cpp's for T5) reads a bf16/f16 model; the quantiser
+            // decides per tensor.
+            let (part, defs, hparams) = match spec.family {
+                Family::T5Xxl => {
+                    let config = T5Config::new(spec.size);
+                    (
+                        Part::T5,
+                        config.llama_cpp_tensors(),
+                        config.llama_cpp_metadata(),
+                    )
+                }
+                family => (
+                    Part::DiffusionModel,
+                    diffusion_model(family, spec.size),
+                    Vec::new(),
+                ),
+            };
             one_file(
                 Format::Gguf {
                     architecture,
                     quant,
+                    hparams,
                 },
-                entries,
+                plain_entries(Storage::F32, part, defs),
             )
         }
         Packaging::Diffusers => crate::diffusers_layout::plan(spec),

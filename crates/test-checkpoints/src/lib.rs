@@ -1,5 +1,6 @@
 //! Small, deterministic checkpoints in the exact key layouts of real Stable Diffusion 1.x/2.x,
-//! SDXL, SD3/3.5 and Flux files, in every storage dtype, written through third-party writers (the
+//! SDXL, SD3/3.5 and Flux files (and their standalone text encoders and VAEs, T5-XXL also as
+//! llama.cpp GGUF), in every storage dtype, written through third-party writers (the
 //! `safetensors` crate, a `torch.save`-format zip, candle's GGUF writer).
 //!
 //! Each family module holds the real configuration (with upstream links), a tiny preset that
@@ -164,18 +165,16 @@ pub fn planned_files(spec: &CheckpointSpec) -> Result<Vec<PlannedFile>, Error> {
                         Format::Gguf {
                             architecture,
                             quant,
-                        } => {
-                            let shape_fix = matches!(architecture, "sd1" | "sdxl");
-                            StoredDType::Ggml(
-                                out_gguf::tensor_type(
-                                    &entry.def.name,
-                                    &entry.def.shape,
-                                    quant,
-                                    shape_fix,
-                                )
-                                .0,
+                            ..
+                        } => StoredDType::Ggml(
+                            out_gguf::tensor_type(
+                                &entry.def.name,
+                                &entry.def.shape,
+                                quant,
+                                architecture,
                             )
-                        }
+                            .0,
+                        ),
                         _ => stored_dtype(&entry.encoding),
                     };
                     PlannedTensor {

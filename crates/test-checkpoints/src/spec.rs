@@ -102,20 +102,24 @@ impl Family {
         matches!(self, Family::Vae4 | Family::Vae16)
     }
 
-    /// The `general.architecture` city96's converter writes for this diffusion model.
+    /// The `general.architecture` of this family's GGUF files: what city96's converter writes
+    /// for a diffusion model, llama.cpp's `t5encoder` for the T5-XXL encoder (city96's
+    /// `t5-v1_1-xxl-encoder-gguf`, converted and quantised by llama.cpp). `None` where no GGUF
+    /// form exists.
     pub fn gguf_architecture(self) -> Option<&'static str> {
         match self {
             Family::Sd1 | Family::Sd2 | Family::Sd2V => Some("sd1"),
             Family::Sdxl | Family::SdxlRefiner => Some("sdxl"),
             Family::Sd3Medium | Family::Sd35Medium | Family::Sd35Large => Some("sd3"),
             Family::FluxDev | Family::FluxSchnell | Family::FluxFill => Some("flux"),
+            Family::T5Xxl => Some(crate::t5::LLAMA_CPP_ARCHITECTURE),
             _ => None,
         }
     }
 
     /// Stem of realistic file names for one packaging.
     fn stem(self, packaging: Packaging) -> &'static str {
-        use Packaging::{Diffusers, SingleFile, TorchCkpt};
+        use Packaging::{Diffusers, Gguf, SingleFile, TorchCkpt};
         match (self, packaging) {
             (Family::Sd1, SingleFile | TorchCkpt) => "v1-5-pruned-emaonly",
             (Family::Sd1, Diffusers) => "stable-diffusion-v1-5",
@@ -151,6 +155,7 @@ impl Family {
             (Family::ClipLWithProjection, _) => "clip_l_with_projection",
             (Family::ClipG, _) => "clip_g",
             (Family::OpenClipH, _) => "clip_h",
+            (Family::T5Xxl, Gguf) => "t5-v1_1-xxl-encoder",
             (Family::T5Xxl, _) => "t5xxl",
             (Family::Vae4, Diffusers) => "sd-vae-ft-mse",
             (Family::Vae4, _) => "vae-ft-mse-840000-ema-pruned",
@@ -313,7 +318,8 @@ pub enum Packaging {
     Diffusers,
     /// A `torch.save` zip `.ckpt` wrapped as `{"state_dict": OrderedDict}`.
     TorchCkpt,
-    /// A city96-style `.gguf` of the diffusion model (tiny size only).
+    /// A city96-style `.gguf` of the diffusion model, or of the T5-XXL encoder in llama.cpp's
+    /// naming (tiny size only).
     Gguf,
 }
 
@@ -369,8 +375,9 @@ impl CheckpointSpec {
     /// - `Standalone`: every family, any plain storage (VAEs: f32/f16/bf16 only);
     /// - `Diffusers`: SD1, SDXL, SD3/3.5, Flux and the VAEs, f32/f16/bf16;
     /// - `TorchCkpt`: SD1, SD2 (ε and v) and the 4-channel VAE, f32/f16/bf16;
-    /// - `Gguf`: diffusion-model families with a [`Storage::Gguf`] storage, tiny size only (the
-    ///   GGUF writer holds every quantised tensor in memory).
+    /// - `Gguf`: diffusion-model families and T5-XXL (those with a
+    ///   [`Family::gguf_architecture`]) with a [`Storage::Gguf`] storage, tiny size only (the GGUF
+    ///   writer holds every quantised tensor in memory).
     pub fn is_supported(&self) -> bool {
         let family = self.family;
         let gguf_storage = matches!(self.storage, Storage::Gguf(_));
@@ -403,7 +410,7 @@ impl CheckpointSpec {
                     )
             }
             Packaging::Gguf => {
-                family.is_diffusion_model() && gguf_storage && self.size == Size::Tiny
+                family.gguf_architecture().is_some() && gguf_storage && self.size == Size::Tiny
             }
         }
     }
@@ -422,7 +429,8 @@ impl CheckpointSpec {
     pub fn relative_path(&self) -> PathBuf {
         let stem = self.family.stem(self.packaging);
         let tag = self.storage.tag();
-        let separator = if self.family.is_text_encoder() {
+        // Text encoders are `t5xxl_fp16`, but city96's GGUF encoders `t5-v1_1-xxl-encoder-Q8_0`.
+        let separator = if self.family.is_text_encoder() && self.packaging != Packaging::Gguf {
             "_"
         } else {
             "-"
@@ -454,9 +462,11 @@ impl CheckpointSpec {
 /// A curated coverage matrix (tiny, seed 0) that keeps writing everything fast enough for a
 /// debug-build test: every family in every packaging it supports at least once; every plain
 /// storage on a single-file checkpoint and on the small standalone parts; every GGUF
-/// quantisation on Flux dev. The big SDXL-sized files appear only where they add a layout. The
-/// full product of supported combinations (see [`CheckpointSpec::is_supported`]) is ~350 specs
-/// and several GB, so it is left to callers that need a particular one.
+/// quantisation on Flux dev. The big SDXL-sized files appear only where they add a layout.
+/// T5-XXL GGUF encoders are supported but not listed yet: existing callers load every GGUF spec
+/// of this list as a diffusion model. The full product of supported combinations (see
+/// [`CheckpointSpec::is_supported`]) is ~360 specs and several GB, so it is left to callers
+/// that need a particular one.
 pub fn all_specs() -> Vec<CheckpointSpec> {
     use Family::*;
     use Packaging::{Diffusers, SingleFile, Standalone, TorchCkpt};
@@ -543,6 +553,7 @@ pub fn all_specs() -> Vec<CheckpointSpec> {
         (Sd35Large, GgufQuant::Q4_1),
         (FluxSchnell, GgufQuant::Q4_K_S),
         (FluxFill, GgufQuant::Q5_K_S),
+        (T5Xxl, GgufQuant::Q8_0),
     ] {
         add(family, Storage::Gguf(quant), Packaging::Gguf);
     }

@@ -149,4 +149,28 @@ impl T5Spec {
         k.add("encoder.final_layer_norm.weight", &[d]);
         k
     }
+
+    /// llama.cpp's GGUF naming (`convert_hf_to_gguf.py`, `T5EncoderModel`), shapes in torch
+    /// order as candle reports them.
+    pub(crate) fn llama_cpp(&self) -> Keys {
+        let d = self.d_model;
+        let mut k = Keys::default();
+        k.add("token_embd.weight", &[32128, d]);
+        for i in 0..self.blocks {
+            let b = format!("enc.blk.{i}");
+            for p in ["q", "k", "v", "o"] {
+                k.linear_no_bias(&format!("{b}.attn_{p}"), d, d);
+            }
+            if i == 0 {
+                k.add(format!("{b}.attn_rel_b.weight"), &[32, 64]);
+            }
+            k.add(format!("{b}.attn_norm.weight"), &[d]);
+            k.linear_no_bias(&format!("{b}.ffn_gate"), self.d_ff, d);
+            k.linear_no_bias(&format!("{b}.ffn_up"), self.d_ff, d);
+            k.linear_no_bias(&format!("{b}.ffn_down"), d, self.d_ff);
+            k.add(format!("{b}.ffn_norm.weight"), &[d]);
+        }
+        k.add("enc.output_norm.weight", &[d]);
+        k
+    }
 }

@@ -2,7 +2,9 @@
 //! then reused from the page cache) run through the same workflow engine and nodes as `kiln run`
 //! — default txt2img at 512×512, euler, CFG 7 — timing every stage. Prints s/step, peak RSS,
 //! process start → first sampling step and per-stage times, and the same as JSON, so later
-//! work can compare runs. A benchmark, not a test: nothing here asserts a speed.
+//! work can compare runs; also the FLOPs of a UNet step against the CPU's nominal peak, and with
+//! `--compare-torch` PyTorch's timings on the same checkpoint (`bench_torch`). A benchmark, not a
+//! test: nothing here asserts a speed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,12 +16,17 @@ use anyhow::{bail, Context};
 use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionEvent, ExecutionObserver, ExecutionRequest, Executor, Validator};
 use kiln_nodes::{builtin_registry, NodeServices};
-use kiln_runtime::{detect_device, detect_host, simulated_profile, Planner};
+use kiln_runtime::{detect_device, detect_host, simulated_profile, BackendKind, Planner};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Size, Storage};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::flags::{BenchArgs, BenchStorage, ComfyArgs};
+
+#[path = "bench_flops.rs"]
+mod bench_flops;
+#[path = "bench_torch.rs"]
+mod bench_torch;
 
 /// Node ids of the benchmark workflow, named for the stages they time.
 const STAGES: [(&str, &str); 6] = [
@@ -51,6 +58,17 @@ struct BenchReport {
     /// Peak resident memory of the process (VmHWM).
     peak_rss_bytes: Option<u64>,
     total_s: f64,
+    /// FLOPs of one sampler step (one CFG-batched UNet evaluation; convolutions, linear layers
+    /// and attention products).
+    unet_flops_per_step: f64,
+    /// The CPU's nominal f32 FLOP/s and how it was derived.
+    peak_flops: f64,
+    peak_flops_basis: String,
+    /// `unet_flops_per_step / s_per_step / peak_flops`.
+    fraction_of_peak: f64,
+    /// PyTorch on the same checkpoint (`--compare-torch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    torch_comparison: Option<bench_torch::TorchComparison>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,10 +115,17 @@ pub fn bench(
     };
 
     let options = global.plan_options();
-    let (profile, _) = match simulate {
+    let (mut profile, _) = match simulate {
         Some(name) => (simulated_profile(name)?, None),
         None => detect_device(&options),
     };
+    if profile.backend == BackendKind::Cpu && simulate.is_none() {
+        // kiln-models runs unmasked attention on the CPU through kiln-kernels' fused kernel, but
+        // the runtime's CPU profile does not offer it yet; say so here so that
+        // `--use-pytorch-cross-attention` can pick it (ComfyUI's default CPU path, sub-quadratic,
+        // stays the default).
+        profile.fused_attention = true;
+    }
     let machine = machine(&profile.name);
     let folders = FolderPaths::new(&dir).context("cannot set up the benchmark folders")?;
     let services = Arc::new(
@@ -122,7 +147,7 @@ pub fn bench(
         .map_err(|failure| anyhow::anyhow!("benchmark run failed: {}", failure.error))?;
     let finished = Instant::now();
 
-    let report = timer.report(
+    let mut report = timer.report(
         process_start,
         run_start,
         finished,
@@ -130,6 +155,15 @@ pub fn bench(
         generation,
         machine,
     )?;
+    if args.compare_torch {
+        let decode = report.stages_s.get("vae_decode").copied();
+        report.torch_comparison = Some(bench_torch::compare(
+            args,
+            &checkpoints.join(&relative),
+            report.s_per_step,
+            decode,
+        )?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -218,6 +252,11 @@ impl Timer {
                 seconds
             })
             .collect();
+        let s_per_step = step_s.iter().sum::<f64>() / step_s.len() as f64;
+        // Euler with CFG evaluates cond and uncond as one batch of two.
+        let unet_flops_per_step = bench_flops::sd15_unet_flops(args.size as usize / 8, 2);
+        let (peak_flops, peak_flops_basis) =
+            bench_flops::nominal_peak_flops(bench_flops::physical_cores(), &machine.cpu_features);
         Ok(BenchReport {
             benchmark: "sd15-txt2img-random-weights",
             kiln_version: env!("CARGO_PKG_VERSION"),
@@ -229,11 +268,16 @@ impl Timer {
             checkpoint_generation_s: generation,
             start_to_first_step_s: (first_step - process_start).as_secs_f64()
                 - generation.unwrap_or(0.0),
-            s_per_step: step_s.iter().sum::<f64>() / step_s.len() as f64,
+            s_per_step,
             step_s,
             stages_s: stages,
             peak_rss_bytes: peak_rss_bytes(),
             total_s: (end - run_start).as_secs_f64(),
+            unet_flops_per_step,
+            peak_flops,
+            peak_flops_basis,
+            fraction_of_peak: unet_flops_per_step / s_per_step / peak_flops,
+            torch_comparison: None,
         })
     }
 }
@@ -289,4 +333,15 @@ fn print_report(report: &BenchReport) {
         );
     }
     println!("  total                   {:.2} s", report.total_s);
+    println!(
+        "  UNet step               {:.0} GFLOP, {:.1} GFLOP/s = {:.0}% of peak ({:.0} GFLOP/s: {})",
+        report.unet_flops_per_step / 1e9,
+        report.unet_flops_per_step / report.s_per_step / 1e9,
+        report.fraction_of_peak * 100.0,
+        report.peak_flops / 1e9,
+        report.peak_flops_basis
+    );
+    if let Some(comparison) = &report.torch_comparison {
+        bench_torch::print(comparison);
+    }
 }

@@ -33,6 +33,7 @@ fn model_folder(spec: &CheckpointSpec) -> &'static str {
     match spec.packaging {
         Packaging::SingleFile | Packaging::TorchCkpt => "checkpoints",
         Packaging::Diffusers => "diffusers",
+        Packaging::Gguf if family.is_text_encoder() => "text_encoders",
         Packaging::Gguf => "diffusion_models",
         Packaging::Standalone if family.is_text_encoder() => "text_encoders",
         Packaging::Standalone if family.is_vae() => "vae",

@@ -77,6 +77,21 @@ pub struct BenchArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Afterwards time PyTorch (ComfyUI's UNet and VAE, f32 and bf16) on the same checkpoint with
+    /// scripts/bench/compare_torch.py and print Kiln/PyTorch ratios.
+    #[arg(long)]
+    pub compare_torch: bool,
+    /// The Python that runs the PyTorch comparison (a venv with torch).
+    #[arg(
+        long,
+        value_name = "PYTHON",
+        env = "KILN_TORCH_PYTHON",
+        default_value = "python3"
+    )]
+    pub torch_python: PathBuf,
+    /// ComfyUI source tree the PyTorch comparison imports its UNet and VAE from.
+    #[arg(long, value_name = "DIR", env = "KILN_COMFYUI_SRC")]
+    pub comfyui: Option<PathBuf>,
 }
 
 /// Storage dtype of the benchmark checkpoint.

@@ -35,6 +35,7 @@ impl Node for VaeDecode {
     ) -> Result<NodeOutput, NodeError> {
         let latent = object::<Latent>(inputs, "samples")?;
         let vae = object::<Vae>(inputs, "vae")?;
+        check_channels(&latent, &vae)?;
         let network = autoencoder(&vae)?;
         let images = match network.decode(&latent.samples) {
             Err(ModelError::OutOfMemory(reason)) => {
@@ -44,20 +45,33 @@ impl Node for VaeDecode {
             other => other,
         }
         .map_err(model_error("VAE decoding"))?;
-        check_channels(&latent, &vae)?;
         Ok(NodeOutput::new(vec![Image::new(images).into_value()]))
     }
 }
 
-/// Latents must have the VAE's channel count.
+/// The families whose latents have `channels` channels, for error messages.
+fn latent_families(channels: usize) -> &'static str {
+    match channels {
+        4 => " (SD1/SD2/SDXL)",
+        16 => " (SD3/Flux)",
+        _ => "",
+    }
+}
+
+/// Latents must have the VAE's channel count (checked before decoding, which would otherwise
+/// fail inside a convolution).
 pub(crate) fn check_channels(latent: &Latent, vae: &Vae) -> Result<(), NodesError> {
     let (_, channels, _, _) = latent.dims4("samples")?;
     if channels != vae.latent_channels {
         return Err(NodesError::input(
             "samples",
             format!(
-                "latent has {channels} channels but the VAE expects {}",
-                vae.latent_channels
+                "latent channel mismatch: the latent has {channels} channels{} but the VAE {} \
+                 decodes {}-channel latents{}; use the VAE that belongs to the model",
+                latent_families(channels),
+                vae.source.display(),
+                vae.latent_channels,
+                latent_families(vae.latent_channels)
             ),
         ));
     }

@@ -1,6 +1,6 @@
 //! [`Conditioning`]: ComfyUI's `CONDITIONING` — a list of `(cross-attention tensor, options)`
 //! pairs; the options ([`CondMeta`]) hold the pooled output, area, strength, mask, timestep
-//! range and SDXL size conditioning.
+//! range, SDXL size conditioning and Flux guidance.
 
 use candle_core::Tensor;
 use kiln_graph::Value;
@@ -27,6 +27,9 @@ pub struct CondMeta {
     pub end_percent: f64,
     /// SDXL / SDXL refiner size conditioning (`width`, `height`, `crop_w`, ...).
     pub size: Option<SizeConditioning>,
+    /// `guidance` (`FluxGuidance`): the distilled guidance strength of Flux dev; `None` lets
+    /// the model use its default.
+    pub guidance: Option<f64>,
 }
 
 impl Default for CondMeta {
@@ -41,6 +44,7 @@ impl Default for CondMeta {
             start_percent: 0.0,
             end_percent: 1.0,
             size: None,
+            guidance: None,
         }
     }
 }

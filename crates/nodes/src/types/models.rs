@@ -46,22 +46,26 @@ impl Model {
 /// One text encoder of a [`Clip`].
 #[derive(Clone, Debug)]
 pub struct TextEncoderWeights {
-    /// Which encoder (`clip_l`, `clip_g`, `openclip_h`).
+    /// Which encoder (`clip_l`, `clip_g`, `openclip_h`, `t5xxl`).
     pub kind: ComponentKind,
+    /// The file its weights came from (a `CLIP` of `DualCLIPLoader` mixes files).
+    pub source: PathBuf,
     /// Its weights in transformers naming.
     pub weights: Arc<WeightStore>,
     /// How they were planned.
     pub plan: ComponentPlan,
 }
 
-/// The text encoders of a checkpoint plus the tokenizer settings (`CLIP`).
+/// The text encoders of a checkpoint (or of the files a CLIP loader joined) plus the tokenizer
+/// settings (`CLIP`).
 #[derive(Clone, Debug)]
 pub struct Clip {
-    /// The checkpoint it came from.
+    /// The checkpoint it came from (the first file for a CLIP loader's set).
     pub source: PathBuf,
-    /// The family the encoders belong to (decides how their outputs combine).
+    /// The family the encoders belong to (decides how their outputs combine): `Sd1`, `Sd2`,
+    /// `Sdxl`, `SdxlRefiner`, `Sd3` (any of CLIP-L, CLIP-G, T5-XXL) or `Flux` (CLIP-L + T5-XXL).
     pub architecture: Architecture,
-    /// The encoders, in ComfyUI's order (`clip_l` before `clip_g`).
+    /// The encoders, in ComfyUI's order (`clip_l`, `clip_g`, `openclip_h`, `t5xxl`).
     pub encoders: Vec<TextEncoderWeights>,
     /// `CLIPSetLastLayer`'s `stop_at_clip_layer` (`-1` = last layer), if set.
     pub stop_at_layer: Option<i64>,
@@ -76,6 +80,11 @@ impl Clip {
     /// Wraps the encoders as a node value.
     pub fn into_value(self) -> Value {
         Value::object(Self::TYPE, self)
+    }
+
+    /// The encoder of `kind`, if the set has one.
+    pub fn encoder(&self, kind: ComponentKind) -> Option<&TextEncoderWeights> {
+        self.encoders.iter().find(|encoder| encoder.kind == kind)
     }
 }
 

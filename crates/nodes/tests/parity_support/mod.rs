@@ -360,7 +360,11 @@ pub(crate) struct Engine {
 impl Engine {
     /// A fresh engine planning for this CPU with default flags (`kiln --cpu`).
     pub(crate) fn new() -> Engine {
-        let base = shared_base();
+        Engine::over(shared_base())
+    }
+
+    /// A fresh engine over the models and inputs under `base`.
+    pub(crate) fn over(base: &Path) -> Engine {
         let output = tempfile::tempdir().unwrap();
         let folders = FolderPaths::builder()
             .base_directory(base)
@@ -397,10 +401,21 @@ impl Engine {
     /// Converts `workflow` as the frontend would, wires the probe's inputs to
     /// `(input, ui node id, output slot)`, validates, executes and reads SaveImage's PNG back.
     pub(crate) fn run(&mut self, workflow: &Json, probe: &[(&str, u64, usize)]) -> RunResult {
+        let prompt = workflow_to_prompt(workflow, &self.registry)
+            .unwrap_or_else(|e| panic!("the UI workflow does not convert: {e}"));
+        self.run_prompt(prompt, Some(workflow), probe)
+    }
+
+    /// Validates and executes an API-format `prompt` (with `workflow` as the PNG's embedded
+    /// workflow, if any), wiring the probe's inputs to `(input, node id, output slot)`.
+    pub(crate) fn run_prompt(
+        &mut self,
+        mut prompt: Json,
+        workflow: Option<&Json>,
+        probe: &[(&str, u64, usize)],
+    ) -> RunResult {
         self.runs += 1;
         let prompt_id = format!("parity-{}", self.runs);
-        let mut prompt = workflow_to_prompt(workflow, &self.registry)
-            .unwrap_or_else(|e| panic!("the UI workflow does not convert: {e}"));
         if !probe.is_empty() {
             let inputs: serde_json::Map<String, Json> = probe
                 .iter()
@@ -418,8 +433,11 @@ impl Engine {
             ),
             Err(failure) => panic!("invalid prompt: {}\nprompt: {prompt:#}", failure.to_json()),
         };
-        let request = ExecutionRequest::new(prompt_id.clone(), validated)
-            .extra_data(json!({"extra_pnginfo": {"workflow": workflow}}));
+        let extra = match workflow {
+            Some(workflow) => json!({"extra_pnginfo": {"workflow": workflow}}),
+            None => json!({}),
+        };
+        let request = ExecutionRequest::new(prompt_id.clone(), validated).extra_data(extra);
         let mut events: Vec<ExecutionEvent> = Vec::new();
         let outcome = self
             .executor

@@ -1,0 +1,133 @@
+//! `cargo bench -p kiln-kernels`: each kernel against candle's own op on SD1.5 shapes, in the
+//! same process, printing the ratio (candle time / Kiln time; above 1 means Kiln is faster).
+//! A benchmark, not a test: nothing here asserts a speed.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use kiln_kernels::Activation;
+
+fn random(shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+        .and_then(|t| t.to_dtype(dtype))
+        .unwrap_or_else(|e| panic!("cannot make a random tensor: {e}"))
+}
+
+/// Median seconds of `runs` calls after one warm-up.
+fn time(runs: usize, mut f: impl FnMut() -> Tensor) -> f64 {
+    let _ = f();
+    let mut samples: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn report(name: &str, flops: f64, candle: f64, kiln: f64) {
+    println!(
+        "{name:<44} candle {:>8.2} ms  kiln {:>8.2} ms  ratio {:>5.2}×  kiln {:>6.1} GFLOP/s",
+        candle * 1e3,
+        kiln * 1e3,
+        candle / kiln,
+        flops / kiln / 1e9
+    );
+}
+
+/// (batch, in channels, side, out channels, kernel, stride).
+type ConvShape = (usize, usize, usize, usize, usize, usize);
+
+fn conv_case(shape: ConvShape, dtype: DType, runs: usize) {
+    let (b, c, hw, o, k, stride) = shape;
+    let pad = k / 2;
+    let x = random(&[b, c, hw, hw], dtype);
+    let w = random(&[o, c, k, k], dtype);
+    let bias = random(&[o], dtype);
+    let out_hw = (hw + 2 * pad - k) / stride + 1;
+    let flops = 2.0 * (b * o * out_hw * out_hw * c * k * k) as f64;
+    // candle has no bf16 convolution on the CPU: its reference is the f32 convolution.
+    let (x32, w32, b32) = (
+        x.to_dtype(DType::F32).unwrap_or_else(|e| panic!("{e}")),
+        w.to_dtype(DType::F32).unwrap_or_else(|e| panic!("{e}")),
+        bias.to_dtype(DType::F32).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let candle = time(runs, || {
+        kiln_kernels::conv2d_slow(&x32, &w32, Some(&b32), pad, stride)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    let kiln = time(runs, || {
+        kiln_kernels::conv2d(&x, &w, Some(&bias), pad, stride).unwrap_or_else(|e| panic!("{e}"))
+    });
+    report(
+        &format!("conv2d {dtype:?} {b}×{c}×{hw}² → {o} k{k} s{stride}"),
+        flops,
+        candle,
+        kiln,
+    );
+}
+
+fn main() {
+    println!(
+        "kiln-kernels on {} kernel threads",
+        kiln_kernels::kernel_threads()
+    );
+    // The UNet's 3×3 convolutions at each level (CFG batch 2), a 1×1 skip, a stride-2 downsample,
+    // and the VAE decoder's largest layer.
+    conv_case((2, 320, 64, 320, 3, 1), DType::F32, 5);
+    conv_case((2, 640, 32, 640, 3, 1), DType::F32, 5);
+    conv_case((2, 1280, 16, 1280, 3, 1), DType::F32, 5);
+    conv_case((2, 1280, 8, 1280, 3, 1), DType::F32, 5);
+    conv_case((2, 320, 32, 640, 1, 1), DType::F32, 5);
+    conv_case((2, 320, 64, 320, 3, 2), DType::F32, 5);
+    conv_case((1, 128, 512, 128, 3, 1), DType::F32, 2);
+    conv_case((2, 320, 64, 320, 3, 1), DType::BF16, 3);
+
+    let x = random(&[2, 320, 64, 64], DType::F32);
+    let (w, b) = (random(&[320], DType::F32), random(&[320], DType::F32));
+    let candle = time(10, || {
+        kiln_kernels::group_norm_slow(&x, 32, &w, &b, 1e-5, Activation::Silu)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    let kiln = time(10, || {
+        kiln_kernels::group_norm(&x, 32, &w, &b, 1e-5, Activation::Silu)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    report("group_norm+silu f32 2×320×64²", 0.0, candle, kiln);
+
+    let x = random(&[2, 4096, 320], DType::F32);
+    let candle = time(10, || {
+        kiln_kernels::layer_norm_slow(&x, Some(&w), Some(&b), 1e-5)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    let kiln = time(10, || {
+        kiln_kernels::layer_norm(&x, Some(&w), Some(&b), 1e-5).unwrap_or_else(|e| panic!("{e}"))
+    });
+    report("layer_norm f32 2×4096×320", 0.0, candle, kiln);
+
+    for (tq, tk, dtype) in [
+        (4096, 4096, DType::F32),
+        (4096, 77, DType::F32),
+        (4096, 4096, DType::BF16),
+    ] {
+        let q = random(&[2, 8, tq, 40], dtype);
+        let k = random(&[2, 8, tk, 40], dtype);
+        let v = random(&[2, 8, tk, 40], dtype);
+        let scale = 40f32.powf(-0.5);
+        let flops = 4.0 * (16 * tq * tk * 40) as f64;
+        let candle = time(3, || {
+            kiln_kernels::attention_slow(&q, &k, &v, scale).unwrap_or_else(|e| panic!("{e}"))
+        });
+        let kiln = time(3, || {
+            kiln_kernels::attention(&q, &k, &v, scale).unwrap_or_else(|e| panic!("{e}"))
+        });
+        report(
+            &format!("attention {dtype:?} 2×8×{tq}×{tk}×40"),
+            flops,
+            candle,
+            kiln,
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! 2-D convolution, NCHW × OIHW, as an implicit GEMM: output pixels are processed in row bands
+//! whose im2col columns fit a fixed scratch size, each band multiplied by the weight matrix with
+//! the multithreaded gemm. 1×1 convolutions skip im2col and multiply the input in place. Inputs in
+//! bf16/f16 are widened while the columns are gathered, so the product accumulates in f32.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::element::{contiguous, supports_dtype, widen, Element};
+use crate::error::{KernelError, Result};
+use crate::matmul::{matmul, MatMut, MatRef, Threads};
+use crate::threads::install;
+
+/// im2col scratch per band, in f32 elements (16 MiB): large enough that gemm runs on wide
+/// panels, small enough that the VAE's 512² layers never hold a full 1.2 GB column matrix.
+const BAND_ELEMENTS: usize = 1 << 22;
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    batch: usize,
+    in_channels: usize,
+    height: usize,
+    width: usize,
+    out_channels: usize,
+    kernel_h: usize,
+    kernel_w: usize,
+    padding: usize,
+    stride: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+impl Geometry {
+    fn patch(&self) -> usize {
+        self.in_channels * self.kernel_h * self.kernel_w
+    }
+    fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1 && self.kernel_w == 1 && self.padding == 0 && self.stride == 1
+    }
+}
+
+struct Conv2dOp {
+    geometry: Geometry,
+    bias: Option<Vec<f32>>,
+}
+
+/// `conv2d(x, weight) + bias` for `x` `[B, C, H, W]` and `weight` `[O, C, kh, kw]` on the CPU,
+/// square `padding` and `stride`, no dilation or groups. The result has `x`'s dtype; products
+/// accumulate in f32.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    if !x.device().is_cpu() || !weight.device().is_cpu() {
+        return Err(KernelError::NotOnCpu { op: OP, input: "x" });
+    }
+    if !supports_dtype(x.dtype()) {
+        return Err(KernelError::UnsupportedDType {
+            op: OP,
+            dtype: x.dtype().as_str(),
+        });
+    }
+    let (batch, in_channels, height, width) = x.dims4().map_err(|_| KernelError::Shape {
+        op: OP,
+        input: "x",
+        actual: x.dims().to_vec(),
+        expected: "[B, C, H, W]".to_string(),
+    })?;
+    let weight_shape_error = || KernelError::Shape {
+        op: OP,
+        input: "weight",
+        actual: weight.dims().to_vec(),
+        expected: format!("[O, {in_channels}, kh, kw] with a kernel that fits the padded input"),
+    };
+    let (out_channels, weight_in, kernel_h, kernel_w) =
+        weight.dims4().map_err(|_| weight_shape_error())?;
+    if weight_in != in_channels
+        || stride == 0
+        || kernel_h == 0
+        || kernel_w == 0
+        || height + 2 * padding < kernel_h
+        || width + 2 * padding < kernel_w
+    {
+        return Err(weight_shape_error());
+    }
+    let out_h = (height + 2 * padding - kernel_h) / stride + 1;
+    let out_w = (width + 2 * padding - kernel_w) / stride + 1;
+    let bias = match bias {
+        Some(b) => {
+            if b.dims() != [out_channels] {
+                return Err(KernelError::Shape {
+                    op: OP,
+                    input: "bias",
+                    actual: b.dims().to_vec(),
+                    expected: format!("[{out_channels}]"),
+                });
+            }
+            Some(b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
+        }
+        None => None,
+    };
+    let op = Conv2dOp {
+        geometry: Geometry {
+            batch,
+            in_channels,
+            height,
+            width,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            padding,
+            stride,
+            out_h,
+            out_w,
+        },
+        bias,
+    };
+    let weight = weight.to_dtype(x.dtype())?;
+    Ok(x.contiguous()?
+        .apply_op2_no_bwd(&weight.contiguous()?, &op)?)
+}
+
+/// The same convolution through candle's own ops (the reference the fast path is tested against).
+pub fn conv2d_slow(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    Ok(match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+        None => y,
+    })
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "kiln-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let out = match (x, w) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => self.run(x, x_layout, w, w_layout)?,
+            (CpuStorage::BF16(x), CpuStorage::BF16(w)) => self.run(x, x_layout, w, w_layout)?,
+            (CpuStorage::F16(x), CpuStorage::F16(w)) => self.run(x, x_layout, w, w_layout)?,
+            _ => {
+                return Err(candle_core::Error::Msg(format!(
+                    "kiln-conv2d: unsupported dtypes {:?} × {:?}",
+                    x.dtype(),
+                    w.dtype()
+                )))
+            }
+        };
+        Ok((
+            out,
+            Shape::from((g.batch, g.out_channels, g.out_h, g.out_w)),
+        ))
+    }
+}
+
+impl Conv2dOp {
+    fn run<T: Element>(
+        &self,
+        x: &[T],
+        x_layout: &Layout,
+        w: &[T],
+        w_layout: &Layout,
+    ) -> candle_core::Result<CpuStorage> {
+        let g = self.geometry;
+        let not_contiguous =
+            || candle_core::Error::Msg("kiln-conv2d: inputs must be contiguous".into());
+        let x = contiguous(x, x_layout).ok_or_else(not_contiguous)?;
+        let w = contiguous(w, w_layout).ok_or_else(not_contiguous)?;
+        let plane_in = g.in_channels * g.height * g.width;
+        let plane_out = g.out_h * g.out_w;
+        if x.len() != g.batch * plane_in || w.len() != g.out_channels * g.patch() {
+            return Err(candle_core::Error::Msg(
+                "kiln-conv2d: input sizes disagree".into(),
+            ));
+        }
+        let out = install(|| -> candle_core::Result<Vec<f32>> {
+            let weight = widen(w);
+            let mut out = vec![0f32; g.batch * g.out_channels * plane_out];
+            if let Some(bias) = &self.bias {
+                out.par_chunks_mut(plane_out)
+                    .enumerate()
+                    .for_each(|(row, plane)| plane.fill(bias[row % g.out_channels]));
+            }
+            let accumulate = self.bias.is_some();
+            let weight_view = MatRef {
+                data: &weight,
+                rows: g.out_channels,
+                cols: g.patch(),
+                row_stride: g.patch(),
+                col_stride: 1,
+            };
+            for (image, out_image) in x
+                .chunks_exact(plane_in)
+                .zip(out.chunks_exact_mut(plane_out * g.out_channels))
+            {
+                if g.is_pointwise() {
+                    if let Some(image) = T::as_f32(image) {
+                        let input = MatRef {
+                            data: image,
+                            rows: g.in_channels,
+                            cols: plane_out,
+                            row_stride: plane_out,
+                            col_stride: 1,
+                        };
+                        let dst = MatMut {
+                            data: out_image,
+                            rows: g.out_channels,
+                            cols: plane_out,
+                            row_stride: plane_out,
+                            col_stride: 1,
+                        };
+                        if !matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool) {
+                            return Err(candle_core::Error::Msg(
+                                "kiln-conv2d: bad gemm views".into(),
+                            ));
+                        }
+                        continue;
+                    }
+                }
+                let band_rows = (BAND_ELEMENTS / (g.patch() * g.out_w).max(1)).clamp(1, g.out_h);
+                let mut columns = vec![0f32; g.patch() * band_rows * g.out_w];
+                let mut first_row = 0;
+                while first_row < g.out_h {
+                    let rows = band_rows.min(g.out_h - first_row);
+                    let band = rows * g.out_w;
+                    let columns = &mut columns[..g.patch() * band];
+                    gather_columns(image, &g, first_row, rows, columns);
+                    let dst = MatMut {
+                        data: &mut out_image[first_row * g.out_w..],
+                        rows: g.out_channels,
+                        cols: band,
+                        row_stride: plane_out,
+                        col_stride: 1,
+                    };
+                    let input = MatRef {
+                        data: columns,
+                        rows: g.patch(),
+                        cols: band,
+                        row_stride: band,
+                        col_stride: 1,
+                    };
+                    if !matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool) {
+                        return Err(candle_core::Error::Msg(
+                            "kiln-conv2d: bad gemm views".into(),
+                        ));
+                    }
+                    first_row += rows;
+                }
+            }
+            Ok(out)
+        })?;
+        Ok(T::storage_from_f32(out))
+    }
+}
+
+/// im2col of output rows `first_row..first_row + rows` of one image into `columns`
+/// (`[C·kh·kw, rows·out_w]`, row-major), widened to f32, zero where the kernel overhangs.
+fn gather_columns<T: Element>(
+    image: &[T],
+    g: &Geometry,
+    first_row: usize,
+    rows: usize,
+    columns: &mut [f32],
+) {
+    let band = rows * g.out_w;
+    let plane = g.height * g.width;
+    columns
+        .par_chunks_mut(band)
+        .enumerate()
+        .for_each(|(patch_row, dst)| {
+            let channel = patch_row / (g.kernel_h * g.kernel_w);
+            let ky = (patch_row / g.kernel_w) % g.kernel_h;
+            let kx = patch_row % g.kernel_w;
+            let src = &image[channel * plane..(channel + 1) * plane];
+            // Output columns whose input column `ox·stride + kx − padding` lies inside the image.
+            let first_ox = g.padding.saturating_sub(kx).div_ceil(g.stride);
+            let last_ox = if g.width + g.padding > kx {
+                ((g.width + g.padding - kx - 1) / g.stride + 1).min(g.out_w)
+            } else {
+                0
+            };
+            for (r, dst_row) in dst.chunks_exact_mut(g.out_w).enumerate() {
+                let iy = (first_row + r) * g.stride + ky;
+                if iy < g.padding || iy - g.padding >= g.height || first_ox >= last_ox {
+                    dst_row.fill(0.0);
+                    continue;
+                }
+                let src_row = &src[(iy - g.padding) * g.width..(iy - g.padding + 1) * g.width];
+                dst_row[..first_ox].fill(0.0);
+                dst_row[last_ox..].fill(0.0);
+                let start = first_ox * g.stride + kx - g.padding;
+                if g.stride == 1 {
+                    let span = last_ox - first_ox;
+                    for (d, s) in dst_row[first_ox..last_ox]
+                        .iter_mut()
+                        .zip(&src_row[start..start + span])
+                    {
+                        *d = s.to_f32();
+                    }
+                } else {
+                    for (d, s) in dst_row[first_ox..last_ox]
+                        .iter_mut()
+                        .zip(src_row[start..].iter().step_by(g.stride))
+                    {
+                        *d = s.to_f32();
+                    }
+                }
+            }
+        });
+}

@@ -1,0 +1,116 @@
+//! `kiln bench --compare-torch`: runs `scripts/bench/compare_torch.py` (ComfyUI's UNet and VAE
+//! under PyTorch, f32 and bf16) on the checkpoint the benchmark just used, and turns its timings
+//! into Kiln/PyTorch ratios (below 1 means Kiln is faster).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::flags::BenchArgs;
+
+/// The script, found beside the sources this binary was built from.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/compare_torch.py")
+}
+
+/// PyTorch's timings and Kiln's ratios to them.
+#[derive(Debug, Serialize)]
+pub(crate) struct TorchComparison {
+    /// The script's own JSON (timings per dtype, torch version, threads, attention).
+    pub(crate) torch: serde_json::Value,
+    /// Kiln s/step ÷ PyTorch s/step, per PyTorch dtype.
+    pub(crate) step_ratio: std::collections::BTreeMap<String, f64>,
+    /// Kiln VAE decode ÷ PyTorch VAE decode, per PyTorch dtype.
+    pub(crate) vae_decode_ratio: std::collections::BTreeMap<String, f64>,
+}
+
+/// Runs the PyTorch reference on `checkpoint` and compares it with Kiln's `s_per_step` and
+/// `vae_decode_s`.
+pub(crate) fn compare(
+    args: &BenchArgs,
+    checkpoint: &Path,
+    s_per_step: f64,
+    vae_decode_s: Option<f64>,
+) -> anyhow::Result<TorchComparison> {
+    let Some(comfyui) = &args.comfyui else {
+        bail!("--compare-torch needs the ComfyUI source tree: --comfyui DIR or KILN_COMFYUI_SRC");
+    };
+    let script = script();
+    if !script.is_file() {
+        bail!(
+            "{} is missing (run kiln from its source tree)",
+            script.display()
+        );
+    }
+    let out = tempfile_path("kiln-bench-torch.json");
+    eprintln!(
+        "timing PyTorch with {} (this takes minutes)…",
+        args.torch_python.display()
+    );
+    let status = Command::new(&args.torch_python)
+        .arg(&script)
+        .arg("--comfyui")
+        .arg(comfyui)
+        .arg("--checkpoint")
+        .arg(checkpoint)
+        .arg("--size")
+        .arg(args.size.to_string())
+        .arg("--json-out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {}", args.torch_python.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    let torch: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} wrote invalid JSON", script.display()))?;
+    let ratios = |field: &str, kiln: Option<f64>| {
+        let mut out = std::collections::BTreeMap::new();
+        if let (Some(kiln), Some(map)) = (kiln, torch[field].as_object()) {
+            for (dtype, seconds) in map {
+                if let Some(seconds) = seconds.as_f64().filter(|s| *s > 0.0) {
+                    out.insert(dtype.clone(), kiln / seconds);
+                }
+            }
+        }
+        out
+    };
+    Ok(TorchComparison {
+        step_ratio: ratios("unet_step_s", Some(s_per_step)),
+        vae_decode_ratio: ratios("vae_decode_s", vae_decode_s),
+        torch,
+    })
+}
+
+fn tempfile_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
+}
+
+/// The comparison as lines for humans.
+pub(crate) fn print(comparison: &TorchComparison) {
+    let torch = &comparison.torch;
+    println!(
+        "  PyTorch {} ({} threads, {} attention)",
+        torch["torch_version"].as_str().unwrap_or("?"),
+        torch["threads"],
+        torch["attention"].as_str().unwrap_or("?")
+    );
+    for (dtype, ratio) in &comparison.step_ratio {
+        println!(
+            "  s/step vs torch {dtype:<9} {ratio:.2}× (torch {:.2} s)",
+            torch["unet_step_s"][dtype].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    for (dtype, ratio) in &comparison.vae_decode_ratio {
+        println!(
+            "  VAE decode vs torch {dtype:<5} {ratio:.2}× (torch {:.2} s)",
+            torch["vae_decode_s"][dtype].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+}
