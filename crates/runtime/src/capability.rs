@@ -202,7 +202,8 @@ pub struct CapabilityProfile {
     /// The hardware multiplies fp8 directly (sm89+). Candle has no fp8 gemm, so this is reported
     /// but never used as a compute dtype.
     pub fp8_matmul: bool,
-    /// A fused SDPA-like attention kernel exists (Metal SDPA in candle-nn; flash-attn on sm80+).
+    /// A fused SDPA-like attention kernel exists (Metal SDPA in candle-nn; flash-attn on sm80+;
+    /// kiln-kernels' tiled attention on the CPU).
     pub fused_attention: bool,
     /// Flash attention (`candle-flash-attn`, CUDA sm80+).
     pub flash_attention: bool,
@@ -318,7 +319,8 @@ impl CapabilityProfile {
             casts: all_casts(&cast_set),
             quantized: ALL_GGUF.into_iter().collect(),
             fp8_matmul: false,
-            fused_attention: false,
+            // kiln-kernels' tiled online-softmax attention.
+            fused_attention: true,
             flash_attention: false,
             unified_memory: false,
             total_memory,

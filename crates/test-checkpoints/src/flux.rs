@@ -105,6 +105,16 @@ impl FluxConfig {
         }
     }
 
+    /// The same widths with `depth` double-stream and `depth_single_blocks` single-stream
+    /// blocks: benchmarks run the real widths at a depth a small machine can hold and time.
+    pub fn with_blocks(self, depth: usize, depth_single_blocks: usize) -> FluxConfig {
+        FluxConfig {
+            depth,
+            depth_single_blocks,
+            ..self
+        }
+    }
+
     /// Width of one head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads

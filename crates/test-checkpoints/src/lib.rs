@@ -18,7 +18,8 @@
 //!
 //! Main entry points: [`write()`] one [`CheckpointSpec`], [`all_specs`] for a coverage matrix,
 //! [`planned_files`] to inspect names/shapes/dtypes without writing, [`reference_tensor`] for the
-//! canonical values of a weight by internal name.
+//! canonical values of a weight by internal name, [`write_flux_model`] for a standalone Flux
+//! transformer of any [`FluxConfig`] (benchmarks: real widths, fewer blocks, GGUF included).
 //!
 //! ```no_run
 //! use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
@@ -37,6 +38,7 @@ mod diffusers_layout;
 mod encode;
 mod error;
 mod flux;
+mod flux_standalone;
 mod fp8;
 mod layout;
 mod mmdit;
@@ -59,6 +61,7 @@ pub use candle_core::quantized::GgmlDType;
 pub use clip::{ClipConfig, ClipVariant, CLIP_POSITIONS, CLIP_VOCAB};
 pub use error::Error;
 pub use flux::{FluxConfig, FluxVariant};
+pub use flux_standalone::{flux_model_file_name, write_flux_model};
 pub use fp8::Fp8Kind;
 pub use mmdit::{MmditConfig, MmditVariant, MMDIT_HEAD_DIM};
 pub use spec::{all_specs, CheckpointSpec, Family, GgufQuant, Packaging, Size, Storage};
@@ -73,7 +76,11 @@ use storage::{Encoding, FloatType};
 /// path of the file, or of the diffusers folder, it wrote (see
 /// [`CheckpointSpec::relative_path`]). Existing files are replaced.
 pub fn write(spec: &CheckpointSpec, dest_dir: &Path) -> Result<PathBuf, Error> {
-    let plan = layout::plan(spec)?;
+    write_plan(&layout::plan(spec)?, dest_dir, spec.seed)
+}
+
+/// Writes every file and JSON side file of `plan` under `dest_dir`; returns the plan's result.
+fn write_plan(plan: &layout::Plan, dest_dir: &Path, seed: u64) -> Result<PathBuf, Error> {
     for file in &plan.files {
         let path = dest_dir.join(&file.path);
         if let Some(parent) = path.parent() {
@@ -83,9 +90,9 @@ pub fn write(spec: &CheckpointSpec, dest_dir: &Path) -> Result<PathBuf, Error> {
             })?;
         }
         match file.format {
-            Format::Safetensors { .. } => out_safetensors::write(file, dest_dir, spec.seed)?,
-            Format::TorchZip => out_torch::write(file, dest_dir, spec.seed)?,
-            Format::Gguf { .. } => out_gguf::write(file, dest_dir, spec.seed)?,
+            Format::Safetensors { .. } => out_safetensors::write(file, dest_dir, seed)?,
+            Format::TorchZip => out_torch::write(file, dest_dir, seed)?,
+            Format::Gguf { .. } => out_gguf::write(file, dest_dir, seed)?,
         }
     }
     for (relative, value) in &plan.json {
@@ -105,7 +112,7 @@ pub fn write(spec: &CheckpointSpec, dest_dir: &Path) -> Result<PathBuf, Error> {
             source,
         })?;
     }
-    Ok(dest_dir.join(plan.result))
+    Ok(dest_dir.join(&plan.result))
 }
 
 /// The dtype a tensor is stored with.

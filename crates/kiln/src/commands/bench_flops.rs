@@ -79,8 +79,9 @@ pub(crate) fn sd15_unet_flops(latent_side: usize, batch: usize) -> f64 {
     2.0 * macs * batch as f64
 }
 
-/// The CPU's nominal f32 peak and how it was derived: cores × clock × FLOP per cycle, the last
-/// from the widest FMA the CPU reports (AMD's AVX-512 up to Zen 4 runs as two 256-bit FMA
+/// The CPU's nominal f32 peak and how it was derived: cores × clock × FLOP per cycle. The clock
+/// is the one `/proc/cpuinfo` reports, in a VM the base clock, so boosting cores can beat it;
+/// FLOP per cycle comes from the widest FMA the CPU reports (AMD's AVX-512 up to Zen 4 runs as two 256-bit FMA
 /// pipes, 32 FLOP/cycle; Intel's as two 512-bit pipes, 64; AVX2+FMA, 32).
 pub(crate) fn nominal_peak_flops(cores: usize, cpu_features: &[String]) -> (f64, String) {
     let mhz = cpu_mhz().unwrap_or(0.0);
@@ -98,7 +99,10 @@ pub(crate) fn nominal_peak_flops(cores: usize, cpu_features: &[String]) -> (f64,
     let peak = cores as f64 * mhz * 1e6 * per_cycle;
     (
         peak,
-        format!("{cores} cores × {mhz:.0} MHz × {per_cycle} f32 FLOP/cycle"),
+        format!(
+            "{cores} cores × {mhz:.0} MHz (reported clock; boost can exceed it) × {per_cycle} f32 \
+             FLOP/cycle"
+        ),
     )
 }
 

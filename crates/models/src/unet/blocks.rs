@@ -78,7 +78,7 @@ impl ResBlock {
     pub(super) fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
         let h = self
             .in_layers_2
-            .forward(&self.in_layers_0.forward(x)?.silu()?)?;
+            .forward(&self.in_layers_0.forward_silu(x)?)?;
         let emb_out = self
             .emb_layers_1
             .forward(&emb.silu()?)?
@@ -88,7 +88,7 @@ impl ResBlock {
         let h = h.broadcast_add(&emb_out)?;
         let h = self
             .out_layers_3
-            .forward(&self.out_layers_0.forward(&h)?.silu()?)?;
+            .forward(&self.out_layers_0.forward_silu(&h)?)?;
         let skip = match &self.skip_connection {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),

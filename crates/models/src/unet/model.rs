@@ -334,7 +334,7 @@ impl Unet {
                 h = upsample.forward(&h, target)?;
             }
         }
-        self.out_2.forward(&self.out_0.forward(&h)?.silu()?)
+        self.out_2.forward(&self.out_0.forward_silu(&h)?)
     }
 
     /// Checks every input's shape against the config before any work is done.
