@@ -28,10 +28,11 @@ the tiny RoPE axes (head 32 -> 4/14/14, the real 16/56/56 scaled by head/128), t
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
+
+from sd_fixtures import seeded_randn, sha256_file
 
 PREFIX = "model.diffusion_model."
 CHECKPOINTS = {
@@ -48,21 +49,6 @@ FORWARD_SHAPE = (5, 7)
 # apply_model (model sampling + default guidance) on an even latent, batch 2.
 DENOISE_SHAPE = (6, 10)
 DENOISE_SIGMA = 0.7
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def seeded_randn(shape, seed):
-    import torch
-
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(shape, generator=generator, dtype=torch.float32)
 
 
 def tiny_axes(head):

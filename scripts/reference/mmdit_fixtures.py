@@ -28,10 +28,11 @@ How the models are built:
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
+
+from sd_fixtures import seeded_randn, setup_comfyui, sha256_file, smooth_test_image
 
 LATENT_SHAPE = [1, 16, 6, 10]
 ODD_LATENT_SHAPE = [1, 16, 5, 7]
@@ -54,34 +55,6 @@ SPECS = {
                  "Packaging::SingleFile)",
     "vae16_flux": "CheckpointSpec::new(Family::Vae16, Storage::F32, Packaging::Standalone)",
 }
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def seeded_randn(shape, seed):
-    import torch
-
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(shape, generator=generator, dtype=torch.float32)
-
-
-def smooth_test_image(height=64, width=64):
-    """A deterministic [1, H, W, 3] image in 0..1 with gradients and a disc (not noise)."""
-    import torch
-
-    ys = torch.linspace(0.0, 1.0, height).view(height, 1).expand(height, width)
-    xs = torch.linspace(0.0, 1.0, width).view(1, width).expand(height, width)
-    disc = (((xs - 0.6) ** 2 + (ys - 0.4) ** 2) < 0.06).float()
-    red = 0.2 + 0.6 * xs
-    green = 0.5 + 0.4 * torch.sin(6.283185307179586 * ys)
-    blue = 0.3 * (1.0 - disc) + 0.9 * disc
-    return torch.stack([red, green, blue], dim=-1).unsqueeze(0).clamp(0.0, 1.0)
 
 
 def write_pair(out_dir, stem, tensors, meta, provenance):
@@ -257,22 +230,6 @@ def write_vae16_fixture(key, vae_sd, source_path, out_dir, provenance):
             "format."),
     }
     return write_pair(os.path.join(out_dir, "vae16"), key, tensors, meta, provenance)
-
-
-def setup_comfyui(comfyui):
-    sys.path.insert(0, comfyui)
-    sys.argv = [sys.argv[0], "--cpu", "--force-fp32", "--use-pytorch-cross-attention",
-                "--disable-all-custom-nodes"]
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
-    import torch
-
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    import comfy.utils
-
-    comfy.utils.PROGRESS_BAR_ENABLED = False
 
 
 def main():

@@ -37,10 +37,12 @@ What it writes:
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
+
+from flux_fixtures import setup_comfyui
+from sd_fixtures import sha256_file
 
 PROMPTS = {
     "plain": "a photo of a cat",
@@ -83,14 +85,6 @@ TRAINING_SENTENCES = [
     "hello world! 100% weighted text: yes? escaped paren and backslash",
 ]
 EXTRA_IDS = 100
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_tiny_tokenizer(directory):
@@ -254,19 +248,6 @@ def write_encoder_fixture(t5_path, tokens, out_dir, provenance):
         json.dump(meta, handle, sort_keys=True, separators=(",", ":"))
         handle.write("\n")
     return [tensor_path, json_path]
-
-
-def setup_comfyui(comfyui):
-    sys.path.insert(0, comfyui)
-    sys.argv = [sys.argv[0], "--cpu", "--force-fp32", "--use-pytorch-cross-attention",
-                "--disable-all-custom-nodes"]
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
-    import torch
-
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
 
 
 def main():

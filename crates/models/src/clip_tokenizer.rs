@@ -425,8 +425,8 @@ impl ClipTokenizer {
 }
 
 /// ComfyUI's `re.split(' embedding:|\nembedding:')` with the identifier put back on every piece
-/// after the first, empty pieces dropped.
-fn split_embeddings(segment: &str) -> Vec<String> {
+/// after the first, empty pieces dropped (the T5 tokenizer splits the same way).
+pub(crate) fn split_embeddings(segment: &str) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut rest = segment;
     let mut first = true;

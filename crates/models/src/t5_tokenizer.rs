@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::clip_tokenizer::split_embeddings;
 use crate::error::ModelError;
 use crate::prompt_weights::parse_prompt_weights;
 use crate::t5::{T5Token, T5_END_TOKEN, T5_PAD_TOKEN};
@@ -21,9 +22,6 @@ pub const SD3_T5_MIN_LENGTH: usize = 77;
 pub const T5_VOCAB_ROWS: usize = 32128;
 /// The folder ComfyUI keeps the tokenizer in (`comfy/text_encoders/t5_tokenizer`).
 pub const T5_TOKENIZER_FOLDER: &str = "t5_tokenizer";
-
-/// ComfyUI's `embedding_identifier`; with embeddings disabled it still splits the text.
-const EMBEDDING_IDENTIFIER: &str = "embedding:";
 
 /// Hugging Face cache repositories whose snapshots carry T5's `tokenizer.json`, and the
 /// subfolder it is in.
@@ -251,7 +249,7 @@ impl T5Tokenizer {
     ) -> Result<Vec<T5Token>, T5TokenizerError> {
         let mut tokens = Vec::new();
         for (segment, weight) in parse_prompt_weights(text)? {
-            for word in split_embedding_words(&segment) {
+            for word in split_embeddings(&segment) {
                 let ids = self.encode_with_end(&word)?;
                 // ComfyUI drops the last id (the `</s>` the template appends).
                 let without_end = &ids[..ids.len().saturating_sub(1)];
@@ -284,40 +282,6 @@ impl T5Tokenizer {
                 reason: e.to_string(),
             })?;
         Ok(encoding.get_ids().to_vec())
-    }
-}
-
-/// Python `re.split(' embedding:|\nembedding:', text)` with `embedding:` put back on every piece
-/// after the first, empty pieces dropped (ComfyUI `tokenize_with_weights`).
-fn split_embedding_words(segment: &str) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut rest = segment;
-    let mut first = true;
-    loop {
-        let next = [" ", "\n"]
-            .iter()
-            .filter_map(|sep| rest.find(&format!("{sep}{EMBEDDING_IDENTIFIER}")))
-            .min();
-        let (piece, tail) = match next {
-            Some(at) => (
-                &rest[..at],
-                Some(&rest[at + 1 + EMBEDDING_IDENTIFIER.len()..]),
-            ),
-            None => (rest, None),
-        };
-        let piece = if first {
-            piece.to_string()
-        } else {
-            format!("{EMBEDDING_IDENTIFIER}{piece}")
-        };
-        if !piece.is_empty() {
-            pieces.push(piece);
-        }
-        first = false;
-        match tail {
-            Some(tail) => rest = tail,
-            None => return pieces,
-        }
     }
 }
 
@@ -362,15 +326,12 @@ mod tests {
 
     #[test]
     fn embedding_words_split_like_python() {
+        assert_eq!(split_embeddings("a embedding:x b"), ["a", "embedding:x b"]);
+        assert_eq!(split_embeddings("embedding:x"), ["embedding:x"]);
         assert_eq!(
-            split_embedding_words("a embedding:x b"),
-            ["a", "embedding:x b"]
-        );
-        assert_eq!(split_embedding_words("embedding:x"), ["embedding:x"]);
-        assert_eq!(
-            split_embedding_words(" embedding:x\nembedding:y"),
+            split_embeddings(" embedding:x\nembedding:y"),
             ["embedding:x", "embedding:y"]
         );
-        assert!(split_embedding_words("").is_empty());
+        assert!(split_embeddings("").is_empty());
     }
 }

@@ -57,6 +57,28 @@ fn assert_close(what: &str, got: &Tensor, reference: &Tensor, tolerance: f32) {
     );
 }
 
+/// The raw prediction for the fixture's `x`, `context`, `y` at its `timestep.{step}`.
+fn forward_at(model: &Mmdit, tensors: &HashMap<String, Tensor>, step: usize) -> Tensor {
+    let get = |key: &str| tensors[key].clone();
+    model
+        .forward(
+            &get("x"),
+            &get(&format!("timestep.{step}")),
+            &get("context"),
+            Some(&get("y")),
+        )
+        .unwrap()
+}
+
+/// A lossy storage's output: within `relative · max(|reference|, 1)` of the f32 one, and not
+/// identical to it (the storage was really used).
+fn assert_tracks_f32(what: &str, output: &Tensor, reference: &Tensor, relative: f32) {
+    let difference = max_abs_diff(output, reference);
+    let bound = relative * max_abs(reference).max(1.0);
+    assert!(difference <= bound, "{what}: {difference} > {bound}");
+    assert!(difference > 0.0, "{what}: storage changed nothing");
+}
+
 /// f32 parity bound: ComfyUI and Kiln sum in different orders.
 const F32_TOLERANCE: f32 = 1e-5;
 
@@ -200,16 +222,8 @@ fn held_as_8_bit(weights: &Weights, leaf: &str) -> bool {
 #[test]
 fn sd35_large_fp8_storages_track_f32() {
     let (tensors, _) = fixture("mmdit_sd35_large");
-    let get = |key: &str| tensors[key].clone();
     let (reference_model, _) = load(Family::Sd35Large, Storage::F32);
-    let reference = reference_model
-        .forward(
-            &get("x"),
-            &get("timestep.0"),
-            &get("context"),
-            Some(&get("y")),
-        )
-        .unwrap();
+    let reference = forward_at(&reference_model, &tensors, 0);
     for storage in [Storage::ScaledF8E4M3, Storage::F8E4M3] {
         let (model, weights) = load(Family::Sd35Large, storage);
         assert_eq!(model.config(), reference_model.config(), "{storage:?}");
@@ -217,19 +231,9 @@ fn sd35_large_fp8_storages_track_f32() {
             held_as_8_bit(&weights, "joint_blocks.1.x_block.attn.qkv.weight"),
             "{storage:?}: qkv weight widened at load"
         );
-        let output = model
-            .forward(
-                &get("x"),
-                &get("timestep.0"),
-                &get("context"),
-                Some(&get("y")),
-            )
-            .unwrap();
+        let output = forward_at(&model, &tensors, 0);
         // fp8 keeps 3 mantissa bits: about 3 % of the output range here (scaled fp8 0.038 of 1.22).
-        let difference = max_abs_diff(&output, &reference);
-        let bound = 0.06 * max_abs(&reference).max(1.0);
-        assert!(difference <= bound, "{storage:?}: {difference} > {bound}");
-        assert!(difference > 0.0, "{storage:?}: fp8 storage changed nothing");
+        assert_tracks_f32(&format!("{storage:?}"), &output, &reference, 0.06);
     }
 }
 
@@ -265,16 +269,7 @@ fn every_attention_kernel_matches_comfyui() {
         AttentionKernel::Fused,
     ] {
         let attention = Attention::new(kernel).with_budget(MemoryBudget::Bytes(2048));
-        let output = model
-            .clone()
-            .with_attention(attention)
-            .forward(
-                &get("x"),
-                &get("timestep.1"),
-                &get("context"),
-                Some(&get("y")),
-            )
-            .unwrap();
+        let output = forward_at(&model.clone().with_attention(attention), &tensors, 1);
         assert_close(
             &format!("{kernel:?}"),
             &output,
@@ -288,16 +283,8 @@ fn every_attention_kernel_matches_comfyui() {
 #[test]
 fn sd35_large_gguf_tracks_f32() {
     let (tensors, _) = fixture("mmdit_sd35_large");
-    let get = |key: &str| tensors[key].clone();
     let (reference_model, _) = load(Family::Sd35Large, Storage::F32);
-    let reference = reference_model
-        .forward(
-            &get("x"),
-            &get("timestep.0"),
-            &get("context"),
-            Some(&get("y")),
-        )
-        .unwrap();
+    let reference = forward_at(&reference_model, &tensors, 0);
     let spec = CheckpointSpec::new(
         Family::Sd35Large,
         Storage::Gguf(kiln_test_checkpoints::GgufQuant::Q8_0),
@@ -310,19 +297,9 @@ fn sd35_large_gguf_tracks_f32() {
         .is_some());
     let model = Mmdit::new(weights).unwrap().with_attention(attention);
     assert_eq!(model.config(), reference_model.config());
-    let output = model
-        .forward(
-            &get("x"),
-            &get("timestep.0"),
-            &get("context"),
-            Some(&get("y")),
-        )
-        .unwrap();
-    let difference = max_abs_diff(&output, &reference);
+    let output = forward_at(&model, &tensors, 0);
     // 8-bit blocks with a per-block scale: 0.007 of 1.22 here.
-    let bound = 0.02 * max_abs(&reference).max(1.0);
-    assert!(difference <= bound, "Q8_0: {difference} > {bound}");
-    assert!(difference > 0.0, "Q8_0 storage changed nothing");
+    assert_tracks_f32("Q8_0", &output, &reference, 0.02);
 }
 
 /// The same weights in a diffusers `SD3Transformer2DModel` folder (split q/k/v, swapped
@@ -332,14 +309,7 @@ fn sd35_medium_diffusers_layout_matches_comfyui() {
     let (tensors, _) = fixture("mmdit_sd35_medium");
     let get = |key: &str| tensors[key].clone();
     let (model, _) = load_packaged(Family::Sd35Medium, Storage::F32, Packaging::Diffusers);
-    let output = model
-        .forward(
-            &get("x"),
-            &get("timestep.0"),
-            &get("context"),
-            Some(&get("y")),
-        )
-        .unwrap();
+    let output = forward_at(&model, &tensors, 0);
     assert_close(
         "diffusers layout",
         &output,

@@ -45,7 +45,9 @@ fn vae() -> (AutoencoderKl, Attention) {
 fn decode_and_encode_equal_comfyui() {
     let reference = reference();
     let (vae, planned) = vae();
-    assert_eq!(planned.kernel(), AttentionKernel::Split);
+    // The CPU plans kiln-kernels' tiled attention for the VAE (ComfyUI: split, equal up to
+    // rounding; the split kernel is compared separately below).
+    assert_eq!(planned.kernel(), AttentionKernel::Fused);
     let image = vae.decode(&reference["decode.latent"]).unwrap();
     let diff = max_abs_diff(&image, &reference["decode.image"]);
     assert!(diff <= 1e-4, "decode: {diff}");

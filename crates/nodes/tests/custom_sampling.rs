@@ -7,19 +7,20 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod node_support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
-use kiln_folders::FolderPaths;
 use kiln_graph::{
     ExecutionContext, ExecutionEvent, ExecutionRequest, Executor, InputSpec, InterruptFlag, Node,
     NodeError, NodeInputs, NodeOutput, NodeRegistry, NodeSchema, StringInput, Validator, Value,
 };
 use kiln_nodes::types::Sigmas;
 use kiln_nodes::{builtin_registry, load_checkpoint, Latent, Model, NodeServices};
-use kiln_runtime::{detect_host, PlanOptions, Planner};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use node_support::cpu_services;
 use serde_json::json;
 
 /// A test-only output node keeping every latent it sees by `tag`.
@@ -63,15 +64,7 @@ fn setup() -> Setup {
     let spec = CheckpointSpec::new(Family::Sd1, Storage::F32, Packaging::SingleFile);
     let written = write(&spec, &checkpoints).unwrap();
     let ckpt = written.file_name().unwrap().to_str().unwrap().to_owned();
-    let planner = Planner::new(
-        PlanOptions {
-            cpu: true,
-            ..PlanOptions::default()
-        },
-        detect_host(),
-    );
-    let services =
-        Arc::new(NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build());
+    let services = Arc::new(cpu_services(base.path()));
     Setup {
         _base: base,
         ckpt,

@@ -7,22 +7,23 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod node_support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use kiln_detect::{Architecture, ComponentKind};
-use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionContext, ExecutionEvent, InterruptFlag, NodeError, NodeInputs, Value};
 use kiln_models::{
     ClipConfig, ClipTextEncoder, ClipTokenizer, ClipUsage, T5Encoder, T5Tokenizer, TokenizerConfig,
     Weights, FLUX_T5_MIN_LENGTH,
 };
 use kiln_nodes::{builtin_registry, Clip, Conditioning, Latent, Model, NodeServices, Vae};
-use kiln_runtime::{detect_host, PlanOptions, Planner};
 use kiln_sampling::ModelSampling;
-use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use kiln_test_checkpoints::{CheckpointSpec, Family, Packaging, Storage};
 use kiln_weights::StorageDType;
+use node_support::{cpu_services, max_abs, max_diff, write_model};
 use serde_json::json;
 
 struct Setup {
@@ -38,14 +39,7 @@ fn setup() -> Setup {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/tests/fixtures/t5/tiny_tokenizer/tokenizer.json");
     std::fs::copy(fixture, tokenizer_dir.join("tokenizer.json")).unwrap();
-    let planner = Planner::new(
-        PlanOptions {
-            cpu: true,
-            ..PlanOptions::default()
-        },
-        detect_host(),
-    );
-    let services = NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build();
+    let services = cpu_services(base.path());
     Setup { base, services }
 }
 
@@ -57,9 +51,13 @@ impl Setup {
         storage: Storage,
         packaging: Packaging,
     ) -> String {
-        let dir = self.base.path().join("models").join(folder);
-        let path = write(&CheckpointSpec::new(family, storage, packaging), &dir).unwrap();
-        path.file_name().unwrap().to_str().unwrap().to_owned()
+        let spec = CheckpointSpec::new(family, storage, packaging);
+        write_model(self.base.path(), folder, &spec)
+    }
+
+    /// An f32 standalone text encoder of `family` in `text_encoders`.
+    fn text_encoder(&self, family: Family) -> String {
+        self.write("text_encoders", family, Storage::F32, Packaging::Standalone)
     }
 
     fn path(&self, folder: &str, name: &str) -> PathBuf {
@@ -113,31 +111,6 @@ fn first_entry(out: &[Value]) -> (Tensor, Tensor, Option<f64>) {
         entry.meta.pooled.clone().unwrap(),
         entry.meta.guidance,
     )
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// T5 run directly over the CLIP's own weights with the fixture tokenizer.
@@ -255,18 +228,8 @@ fn flux_from_separate_files_with_fp8_weight_dtype() {
         Storage::F16,
         Packaging::Standalone,
     );
-    let clip_l = setup.write(
-        "text_encoders",
-        Family::ClipL,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let t5 = setup.write(
-        "text_encoders",
-        Family::T5Xxl,
-        Storage::F32,
-        Packaging::Standalone,
-    );
+    let clip_l = setup.text_encoder(Family::ClipL);
+    let t5 = setup.text_encoder(Family::T5Xxl);
     let ae = setup.write("vae", Family::Vae16, Storage::F32, Packaging::Standalone);
 
     let load = |dtype: &str| -> Arc<Model> {
@@ -369,24 +332,9 @@ fn sd3_checkpoint_and_triple_clip_encode_like_comfyui() {
 
     // Separate files: CLIP-L only (type sd3) gives the same first 32 features, zeros after
     // them, and zeros for CLIP-G's 1280-wide pooled part.
-    let clip_l = setup.write(
-        "text_encoders",
-        Family::ClipLWithProjection,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let clip_g = setup.write(
-        "text_encoders",
-        Family::ClipG,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let t5_file = setup.write(
-        "text_encoders",
-        Family::T5Xxl,
-        Storage::F32,
-        Packaging::Standalone,
-    );
+    let clip_l = setup.text_encoder(Family::ClipLWithProjection);
+    let clip_g = setup.text_encoder(Family::ClipG);
+    let t5_file = setup.text_encoder(Family::T5Xxl);
     let only_l = clip_of(
         &setup
             .run(
@@ -476,18 +424,8 @@ fn sd3_checkpoint_and_triple_clip_encode_like_comfyui() {
 #[test]
 fn clip_in_the_t5_slot_is_named() {
     let setup = setup();
-    let clip_l = setup.write(
-        "text_encoders",
-        Family::ClipL,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let not_t5 = setup.write(
-        "text_encoders",
-        Family::ClipG,
-        Storage::F32,
-        Packaging::Standalone,
-    );
+    let clip_l = setup.text_encoder(Family::ClipL);
+    let not_t5 = setup.text_encoder(Family::ClipG);
     let err = setup
         .run(
             "DualCLIPLoader",
@@ -552,12 +490,7 @@ fn scaled_fp8_without_scales_names_file_and_tensor() {
     let rewritten = safetensors::serialize(kept, None).unwrap();
     let broken = setup.path("text_encoders", "t5_broken.safetensors");
     std::fs::write(&broken, rewritten).unwrap();
-    let clip_l = setup.write(
-        "text_encoders",
-        Family::ClipL,
-        Storage::F32,
-        Packaging::Standalone,
-    );
+    let clip_l = setup.text_encoder(Family::ClipL);
     let err = setup
         .run(
             "DualCLIPLoader",
@@ -649,16 +582,7 @@ fn run_prompt(
     for (id, node) in loaders.as_object().unwrap() {
         prompt[id] = node.clone();
     }
-    let planner = Planner::new(
-        PlanOptions {
-            cpu: true,
-            ..PlanOptions::default()
-        },
-        detect_host(),
-    );
-    let services = Arc::new(
-        NodeServices::builder(FolderPaths::new(setup.base.path()).unwrap(), planner).build(),
-    );
+    let services = Arc::new(cpu_services(setup.base.path()));
     let registry = Arc::new(builtin_registry());
     let resolve = |key: &str| services.combo_options(key);
     let validated = Validator::new(&registry, &resolve)
@@ -685,18 +609,8 @@ fn flux_and_sd3_sample_end_to_end() {
         Storage::F16,
         Packaging::Standalone,
     );
-    let clip_l = setup.write(
-        "text_encoders",
-        Family::ClipL,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let t5 = setup.write(
-        "text_encoders",
-        Family::T5Xxl,
-        Storage::F32,
-        Packaging::Standalone,
-    );
+    let clip_l = setup.text_encoder(Family::ClipL);
+    let t5 = setup.text_encoder(Family::T5Xxl);
     let ae = setup.write("vae", Family::Vae16, Storage::F32, Packaging::Standalone);
     let flux = run_prompt(
         &setup,
@@ -735,18 +649,8 @@ fn missing_t5_tokenizer_says_where_to_put_it() {
     let setup = setup();
     let folder = setup.path("text_encoders", "t5_tokenizer");
     std::fs::remove_dir_all(&folder).unwrap();
-    let clip_l = setup.write(
-        "text_encoders",
-        Family::ClipL,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let t5 = setup.write(
-        "text_encoders",
-        Family::T5Xxl,
-        Storage::F32,
-        Packaging::Standalone,
-    );
+    let clip_l = setup.text_encoder(Family::ClipL);
+    let t5 = setup.text_encoder(Family::T5Xxl);
     let clip = clip_of(
         &setup
             .run(
@@ -836,24 +740,9 @@ fn flux_model_with_a_four_channel_latent_names_the_mismatch() {
 #[test]
 fn clip_loader_types_pick_comfyui_families() {
     let setup = setup();
-    let clip_l = setup.write(
-        "text_encoders",
-        Family::ClipL,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let clip_g = setup.write(
-        "text_encoders",
-        Family::ClipG,
-        Storage::F32,
-        Packaging::Standalone,
-    );
-    let t5 = setup.write(
-        "text_encoders",
-        Family::T5Xxl,
-        Storage::F32,
-        Packaging::Standalone,
-    );
+    let clip_l = setup.text_encoder(Family::ClipL);
+    let clip_g = setup.text_encoder(Family::ClipG);
+    let t5 = setup.text_encoder(Family::T5Xxl);
     let single = |name: &str, kind: &str| {
         setup.run(
             "CLIPLoader",

@@ -4,15 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod node_support;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionContext, ExecutionEvent, InterruptFlag, NodeInputs, Value};
-use kiln_nodes::{builtin_registry, load_checkpoint, Clip, Model, NodeServices};
-use kiln_runtime::{detect_host, PlanOptions, Planner};
+use kiln_nodes::{builtin_registry, load_checkpoint, Clip, Model};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use node_support::{cpu_services, max_abs};
 
 fn write_lora(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -43,17 +44,6 @@ fn weight(store: &kiln_runtime::WeightStore, name: &str) -> Tensor {
     store.get(name).unwrap().to_dtype(DType::F32).unwrap()
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn kohya_lora_merges_into_unet_and_clip() {
     let base = tempfile::tempdir().unwrap();
@@ -61,14 +51,7 @@ fn kohya_lora_merges_into_unet_and_clip() {
     let ckpt = write(&spec, &base.path().join("models").join("checkpoints")).unwrap();
     let loras = base.path().join("models").join("loras");
     std::fs::create_dir_all(&loras).unwrap();
-    let planner = Planner::new(
-        PlanOptions {
-            cpu: true,
-            ..PlanOptions::default()
-        },
-        detect_host(),
-    );
-    let services = NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build();
+    let services = cpu_services(base.path());
     let loaded = load_checkpoint(&services, &ckpt).unwrap();
     let model = loaded.model.clone().unwrap();
     let clip = loaded.clip.clone().unwrap();

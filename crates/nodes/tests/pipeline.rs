@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod node_support;
+
 use std::sync::Arc;
 
-use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionEvent, ExecutionRequest, Executor, Validator};
-use kiln_nodes::{builtin_registry, read_png_text, NodeServices};
-use kiln_runtime::{detect_host, PlanOptions, Planner};
+use kiln_nodes::{builtin_registry, read_png_text};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use node_support::cpu_services;
 use serde_json::json;
 
 fn prompt(ckpt: &str, seed: u64) -> serde_json::Value {
@@ -35,15 +36,7 @@ fn tiny_sd1_txt2img_runs_end_to_end() {
     let written = write(&spec, &checkpoints).unwrap();
     let ckpt = written.file_name().unwrap().to_str().unwrap().to_owned();
 
-    let planner = Planner::new(
-        PlanOptions {
-            cpu: true,
-            ..PlanOptions::default()
-        },
-        detect_host(),
-    );
-    let services =
-        Arc::new(NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build());
+    let services = Arc::new(cpu_services(base.path()));
     let registry = Arc::new(builtin_registry());
     let resolve = |key: &str| services.combo_options(key);
     let validated = Validator::new(&registry, &resolve)
@@ -107,14 +100,7 @@ fn zero_noise_mask_keeps_the_latent_and_interrupt_stops_sampling() {
     let base = tempfile::tempdir().unwrap();
     let spec = CheckpointSpec::new(Family::Sd1, Storage::F32, Packaging::SingleFile);
     let ckpt = write(&spec, &base.path().join("models").join("checkpoints")).unwrap();
-    let planner = Planner::new(
-        PlanOptions {
-            cpu: true,
-            ..PlanOptions::default()
-        },
-        detect_host(),
-    );
-    let services = NodeServices::builder(FolderPaths::new(base.path()).unwrap(), planner).build();
+    let services = cpu_services(base.path());
     let loaded = load_checkpoint(&services, &ckpt).unwrap();
     let model = loaded.model.clone().unwrap();
     let clip = loaded.clip.clone().unwrap();

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod node_support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,19 +17,12 @@ use kiln_nodes::{
     builtin_registry, encode_preview, Latent2Rgb, NodeServices, NodesError, PreviewDecoder,
     PreviewMethod, Previewer, TaesdDecoder, DEFAULT_PREVIEW_SIZE,
 };
-use kiln_runtime::{detect_host, PlanOptions, Planner};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use node_support::cpu_planner;
 use serde_json::json;
 
 fn services(base: &Path, method: PreviewMethod) -> NodeServices {
-    let planner = Planner::new(
-        PlanOptions {
-            cpu: true,
-            ..PlanOptions::default()
-        },
-        detect_host(),
-    );
-    NodeServices::builder(FolderPaths::new(base).unwrap(), planner)
+    NodeServices::builder(FolderPaths::new(base).unwrap(), cpu_planner())
         .preview_method(method)
         .build()
 }

@@ -1,6 +1,8 @@
 //! `CLIPLoader` ("Load CLIP"): one text encoder file of the `text_encoders` folder (legacy
 //! `clip`) as a `CLIP` of the chosen type.
 
+use std::path::{Path, PathBuf};
+
 use kiln_graph::{
     ComboInput, ExecutionContext, InputSpec, Node, NodeError, NodeInputs, NodeOutput, NodeSchema,
     OutputSpec,
@@ -57,6 +59,34 @@ pub(crate) fn clip_planner(
     }
 }
 
+/// The paths of the `text_encoders` files the combo inputs `names` choose, each with its input
+/// name.
+pub(crate) fn text_encoder_paths(
+    services: &NodeServices,
+    inputs: &NodeInputs,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, PathBuf)>, NodeError> {
+    names
+        .iter()
+        .map(|&name| Ok((name, model_path(services, inputs, "text_encoders", name)?)))
+        .collect()
+}
+
+/// The text encoder files at `paths` joined into one `CLIP` of `clip_type`, as a node output.
+pub(crate) fn load_clip_output(
+    services: &NodeServices,
+    planner: &Planner,
+    paths: &[(&'static str, PathBuf)],
+    clip_type: ClipType,
+) -> Result<NodeOutput, NodeError> {
+    let files: Vec<(&str, &Path)> = paths
+        .iter()
+        .map(|(name, path)| (*name, path.as_path()))
+        .collect();
+    let clip = load_text_encoders(services, planner, &files, clip_type)?;
+    Ok(NodeOutput::new(vec![clip.into_value()]))
+}
+
 impl Node for ClipLoader {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("CLIPLoader")
@@ -76,9 +106,8 @@ impl Node for ClipLoader {
     ) -> Result<NodeOutput, NodeError> {
         let services = NodeServices::of(ctx)?;
         let clip_type = ClipType::from_combo(inputs.string("type")?)?;
-        let path = model_path(services, inputs, "text_encoders", "clip_name")?;
+        let paths = text_encoder_paths(services, inputs, &["clip_name"])?;
         let planner = clip_planner(services, inputs)?;
-        let clip = load_text_encoders(services, &planner, &[("clip_name", &path)], clip_type)?;
-        Ok(NodeOutput::new(vec![clip.into_value()]))
+        load_clip_output(services, &planner, &paths, clip_type)
     }
 }

@@ -6,9 +6,8 @@ use kiln_graph::{
     OutputSpec,
 };
 
-use crate::loader::{load_text_encoders, ClipType};
-use crate::nodes::checkpoint_loader_simple::model_path;
-use crate::nodes::clip_loader::{clip_planner, device_input};
+use crate::loader::ClipType;
+use crate::nodes::clip_loader::{clip_planner, device_input, load_clip_output, text_encoder_paths};
 use crate::services::NodeServices;
 
 /// `DualCLIPLoader`.
@@ -43,15 +42,8 @@ impl Node for DualClipLoader {
     ) -> Result<NodeOutput, NodeError> {
         let services = NodeServices::of(ctx)?;
         let clip_type = ClipType::from_combo(inputs.string("type")?)?;
-        let first = model_path(services, inputs, "text_encoders", "clip_name1")?;
-        let second = model_path(services, inputs, "text_encoders", "clip_name2")?;
+        let paths = text_encoder_paths(services, inputs, &["clip_name1", "clip_name2"])?;
         let planner = clip_planner(services, inputs)?;
-        let clip = load_text_encoders(
-            services,
-            &planner,
-            &[("clip_name1", &first), ("clip_name2", &second)],
-            clip_type,
-        )?;
-        Ok(NodeOutput::new(vec![clip.into_value()]))
+        load_clip_output(services, &planner, &paths, clip_type)
     }
 }

@@ -11,6 +11,19 @@ use crate::types::Latent;
 /// `EmptyLatentImage` ("Empty Latent Image").
 pub struct EmptyLatentImage;
 
+/// A zero latent batch of `channels` channels sized by the `width`, `height` and `batch_size`
+/// inputs (pixel sizes floor-divided by eight), shared by the empty-latent nodes.
+pub(crate) fn empty_latent_output(
+    inputs: &NodeInputs,
+    channels: usize,
+) -> Result<NodeOutput, NodeError> {
+    let width = size_input(inputs, "width")?;
+    let height = size_input(inputs, "height")?;
+    let batch = size_input(inputs, "batch_size")?;
+    let latent = Latent::zeros(batch, channels, height / 8, width / 8)?;
+    Ok(NodeOutput::new(vec![latent.into_value()]))
+}
+
 impl Node for EmptyLatentImage {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("EmptyLatentImage")
@@ -37,11 +50,7 @@ impl Node for EmptyLatentImage {
         inputs: &NodeInputs,
         _ctx: &mut ExecutionContext<'_>,
     ) -> Result<NodeOutput, NodeError> {
-        let width = size_input(inputs, "width")?;
-        let height = size_input(inputs, "height")?;
-        let batch = size_input(inputs, "batch_size")?;
-        let latent = Latent::zeros(batch, 4, height / 8, width / 8)?;
-        Ok(NodeOutput::new(vec![latent.into_value()]))
+        empty_latent_output(inputs, 4)
     }
 }
 

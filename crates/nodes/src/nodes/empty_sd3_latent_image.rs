@@ -6,7 +6,8 @@ use kiln_graph::{
     OutputSpec,
 };
 
-use crate::node_util::{size_input, MAX_RESOLUTION};
+use crate::node_util::MAX_RESOLUTION;
+use crate::nodes::empty_latent_image::empty_latent_output;
 use crate::types::Latent;
 
 /// `EmptySD3LatentImage`.
@@ -37,11 +38,7 @@ impl Node for EmptySd3LatentImage {
         inputs: &NodeInputs,
         _ctx: &mut ExecutionContext<'_>,
     ) -> Result<NodeOutput, NodeError> {
-        let width = size_input(inputs, "width")?;
-        let height = size_input(inputs, "height")?;
-        let batch = size_input(inputs, "batch_size")?;
-        let latent = Latent::zeros(batch, SD3_LATENT_CHANNELS, height / 8, width / 8)?;
-        Ok(NodeOutput::new(vec![latent.into_value()]))
+        empty_latent_output(inputs, SD3_LATENT_CHANNELS)
     }
 }
 

@@ -1,29 +1,16 @@
 //! `ModelSamplingAuraFlow`: `ModelSamplingSD3` with timestep multiplier 1 and AuraFlow's
 //! default shift 1.73.
 
-use kiln_graph::{
-    ExecutionContext, FloatInput, InputSpec, Node, NodeError, NodeInputs, NodeOutput, NodeSchema,
-    OutputSpec,
-};
+use kiln_graph::{ExecutionContext, Node, NodeError, NodeInputs, NodeOutput, NodeSchema};
 
-use crate::node_util::object;
-use crate::nodes::model_sampling_sd3::with_discrete_flow;
-use crate::types::Model;
+use crate::nodes::model_sampling_sd3::{discrete_flow_schema, execute_discrete_flow};
 
 /// `ModelSamplingAuraFlow`.
 pub struct ModelSamplingAuraFlow;
 
 impl Node for ModelSamplingAuraFlow {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("ModelSamplingAuraFlow")
-            .category("advanced/model")
-            .python_module("comfy_extras.nodes_model_advanced")
-            .input(InputSpec::required("model", Model::TYPE))
-            .input(InputSpec::required(
-                "shift",
-                FloatInput::new(1.73, 0.0, 100.0).step(0.01),
-            ))
-            .output(OutputSpec::new(Model::TYPE))
+        discrete_flow_schema("ModelSamplingAuraFlow", 1.73)
     }
 
     fn execute(
@@ -31,10 +18,7 @@ impl Node for ModelSamplingAuraFlow {
         inputs: &NodeInputs,
         _ctx: &mut ExecutionContext<'_>,
     ) -> Result<NodeOutput, NodeError> {
-        let model = object::<Model>(inputs, "model")?;
-        let shift = inputs.float("shift")?;
-        let patched = with_discrete_flow(&model, shift, 1.0)?;
-        Ok(NodeOutput::new(vec![patched.into_value()]))
+        execute_discrete_flow(inputs, 1.0)
     }
 }
 

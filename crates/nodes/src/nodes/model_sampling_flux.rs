@@ -2,13 +2,14 @@
 //! the image's token count between `base_shift` (256 tokens) and `max_shift` (4096 tokens).
 
 use kiln_graph::{
-    ExecutionContext, FloatInput, InputSpec, IntInput, Node, NodeError, NodeInputs, NodeOutput,
-    NodeSchema, OutputSpec,
+    ExecutionContext, InputSpec, IntInput, Node, NodeError, NodeInputs, NodeOutput, NodeSchema,
+    OutputSpec,
 };
 use kiln_sampling::{flux_shift_for_resolution, ModelSampling, Prediction, SigmaSchedule};
 
 use crate::error::NodesError;
 use crate::node_util::{object, MAX_RESOLUTION};
+use crate::nodes::model_sampling_sd3::{shift_spec, with_sampling};
 use crate::types::Model;
 
 /// `ModelSamplingFlux`.
@@ -36,14 +37,8 @@ impl Node for ModelSamplingFlux {
             .category("advanced/model")
             .python_module("comfy_extras.nodes_model_advanced")
             .input(InputSpec::required("model", Model::TYPE))
-            .input(InputSpec::required(
-                "max_shift",
-                FloatInput::new(1.15, 0.0, 100.0).step(0.01),
-            ))
-            .input(InputSpec::required(
-                "base_shift",
-                FloatInput::new(0.5, 0.0, 100.0).step(0.01),
-            ))
+            .input(InputSpec::required("max_shift", shift_spec(1.15)))
+            .input(InputSpec::required("base_shift", shift_spec(0.5)))
             .input(InputSpec::required(
                 "width",
                 IntInput::new(1024, 16, MAX_RESOLUTION).step(8),
@@ -68,10 +63,7 @@ impl Node for ModelSamplingFlux {
         let shift = flux_shift_for_resolution(width, height, max_shift, base_shift);
         let sampling = ModelSampling::new(SigmaSchedule::Flux { shift }, Prediction::Const)
             .map_err(|source| NodesError::input("max_shift", source.to_string()))?;
-        let patched = Model {
-            sampling,
-            ..model.as_ref().clone()
-        };
+        let patched = with_sampling(&model, sampling);
         Ok(NodeOutput::new(vec![patched.into_value()]))
     }
 }

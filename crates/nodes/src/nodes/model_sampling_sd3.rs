@@ -23,23 +23,48 @@ pub(crate) fn with_discrete_flow(
 ) -> Result<Model, NodesError> {
     let sampling = ModelSampling::discrete_flow(shift, multiplier)
         .map_err(|source| NodesError::input("shift", source.to_string()))?;
-    Ok(Model {
+    Ok(with_sampling(model, sampling))
+}
+
+/// A clone of `model` sampled with `sampling` (ComfyUI's `model.clone()` +
+/// `add_object_patch("model_sampling", ...)`).
+pub(crate) fn with_sampling(model: &Model, sampling: ModelSampling) -> Model {
+    Model {
         sampling,
         ..model.clone()
-    })
+    }
+}
+
+/// A shift input of the model-sampling nodes: `default [0..100, step 0.01]`.
+pub(crate) fn shift_spec(default: f64) -> FloatInput {
+    FloatInput::new(default, 0.0, 100.0).step(0.01)
+}
+
+/// The schema of `ModelSamplingSD3` and its variants: a model and one `shift` in, a model out.
+pub(crate) fn discrete_flow_schema(name: &str, default_shift: f64) -> NodeSchema {
+    NodeSchema::new(name)
+        .category("advanced/model")
+        .python_module("comfy_extras.nodes_model_advanced")
+        .input(InputSpec::required("model", Model::TYPE))
+        .input(InputSpec::required("shift", shift_spec(default_shift)))
+        .output(OutputSpec::new(Model::TYPE))
+}
+
+/// Runs `ModelSamplingSD3` or a variant: the input model with a discrete-flow schedule of the
+/// `shift` input and the variant's timestep `multiplier`.
+pub(crate) fn execute_discrete_flow(
+    inputs: &NodeInputs,
+    multiplier: f64,
+) -> Result<NodeOutput, NodeError> {
+    let model = object::<Model>(inputs, "model")?;
+    let shift = inputs.float("shift")?;
+    let patched = with_discrete_flow(&model, shift, multiplier)?;
+    Ok(NodeOutput::new(vec![patched.into_value()]))
 }
 
 impl Node for ModelSamplingSd3 {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("ModelSamplingSD3")
-            .category("advanced/model")
-            .python_module("comfy_extras.nodes_model_advanced")
-            .input(InputSpec::required("model", Model::TYPE))
-            .input(InputSpec::required(
-                "shift",
-                FloatInput::new(3.0, 0.0, 100.0).step(0.01),
-            ))
-            .output(OutputSpec::new(Model::TYPE))
+        discrete_flow_schema("ModelSamplingSD3", 3.0)
     }
 
     fn execute(
@@ -47,10 +72,7 @@ impl Node for ModelSamplingSd3 {
         inputs: &NodeInputs,
         _ctx: &mut ExecutionContext<'_>,
     ) -> Result<NodeOutput, NodeError> {
-        let model = object::<Model>(inputs, "model")?;
-        let shift = inputs.float("shift")?;
-        let patched = with_discrete_flow(&model, shift, 1000.0)?;
-        Ok(NodeOutput::new(vec![patched.into_value()]))
+        execute_discrete_flow(inputs, 1000.0)
     }
 }
 

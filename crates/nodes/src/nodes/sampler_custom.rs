@@ -3,14 +3,13 @@
 
 use kiln_graph::{
     BooleanInput, ExecutionContext, InputSpec, Node, NodeError, NodeInputs, NodeOutput, NodeSchema,
-    OutputSpec,
 };
 
 use crate::ksampler_run::SamplingRun;
 use crate::node_util::object;
 use crate::nodes::cfg_guider::{cfg_input, read_cfg};
 use crate::nodes::ksampler::seed_input;
-use crate::services::NodeServices;
+use crate::nodes::sampler_custom_advanced::{sample_custom, with_sampling_inputs_and_outputs};
 use crate::types::{Conditioning, Guider, Latent, Model, Noise, NoiseKind, SamplerChoice, Sigmas};
 
 /// `SamplerCustom`.
@@ -18,7 +17,7 @@ pub struct SamplerCustom;
 
 impl Node for SamplerCustom {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("SamplerCustom")
+        let schema = NodeSchema::new("SamplerCustom")
             .category("sampling/custom_sampling")
             .python_module("comfy_extras.nodes_custom_sampler")
             .input(InputSpec::required("model", Model::TYPE))
@@ -26,12 +25,8 @@ impl Node for SamplerCustom {
             .input(InputSpec::required("noise_seed", seed_input()))
             .input(InputSpec::required("cfg", cfg_input()))
             .input(InputSpec::required("positive", Conditioning::TYPE))
-            .input(InputSpec::required("negative", Conditioning::TYPE))
-            .input(InputSpec::required("sampler", SamplerChoice::TYPE))
-            .input(InputSpec::required("sigmas", Sigmas::TYPE))
-            .input(InputSpec::required("latent_image", Latent::TYPE))
-            .output(OutputSpec::new(Latent::TYPE).named("output"))
-            .output(OutputSpec::new(Latent::TYPE).named("denoised_output"))
+            .input(InputSpec::required("negative", Conditioning::TYPE));
+        with_sampling_inputs_and_outputs(schema)
     }
 
     fn execute(
@@ -55,7 +50,6 @@ impl Node for SamplerCustom {
             seed: inputs.uint("noise_seed")?,
         };
         let guider = Guider::cfg(model, positive, negative, read_cfg(inputs)?);
-        let kernel = NodeServices::of(ctx)?.noise_kernel();
         let run = SamplingRun {
             noise: &noise,
             guider: &guider,
@@ -63,11 +57,7 @@ impl Node for SamplerCustom {
             sigmas: &sigmas.values,
             latent: &latent,
         };
-        let outcome = run.execute(kernel, ctx)?;
-        Ok(NodeOutput::new(vec![
-            outcome.output.into_value(),
-            outcome.denoised.into_value(),
-        ]))
+        sample_custom(run, ctx)
     }
 }
 

@@ -13,18 +13,39 @@ use crate::types::{Guider, Latent, Noise, SamplerChoice, Sigmas};
 /// `SamplerCustomAdvanced`.
 pub struct SamplerCustomAdvanced;
 
+/// The inputs both custom samplers end with (`sampler`, `sigmas`, `latent_image`) and their
+/// two outputs (`output`, `denoised_output`).
+pub(crate) fn with_sampling_inputs_and_outputs(schema: NodeSchema) -> NodeSchema {
+    schema
+        .input(InputSpec::required("sampler", SamplerChoice::TYPE))
+        .input(InputSpec::required("sigmas", Sigmas::TYPE))
+        .input(InputSpec::required("latent_image", Latent::TYPE))
+        .output(OutputSpec::new(Latent::TYPE).named("output"))
+        .output(OutputSpec::new(Latent::TYPE).named("denoised_output"))
+}
+
+/// `sample_custom`: runs the sampling with the services' noise kernel and returns `output` and
+/// `denoised_output`.
+pub(crate) fn sample_custom(
+    run: SamplingRun<'_>,
+    ctx: &mut ExecutionContext<'_>,
+) -> Result<NodeOutput, NodeError> {
+    let kernel = NodeServices::of(ctx)?.noise_kernel();
+    let outcome = run.execute(kernel, ctx)?;
+    Ok(NodeOutput::new(vec![
+        outcome.output.into_value(),
+        outcome.denoised.into_value(),
+    ]))
+}
+
 impl Node for SamplerCustomAdvanced {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("SamplerCustomAdvanced")
+        let schema = NodeSchema::new("SamplerCustomAdvanced")
             .category("sampling/custom_sampling")
             .python_module("comfy_extras.nodes_custom_sampler")
             .input(InputSpec::required("noise", Noise::TYPE))
-            .input(InputSpec::required("guider", Guider::TYPE))
-            .input(InputSpec::required("sampler", SamplerChoice::TYPE))
-            .input(InputSpec::required("sigmas", Sigmas::TYPE))
-            .input(InputSpec::required("latent_image", Latent::TYPE))
-            .output(OutputSpec::new(Latent::TYPE).named("output"))
-            .output(OutputSpec::new(Latent::TYPE).named("denoised_output"))
+            .input(InputSpec::required("guider", Guider::TYPE));
+        with_sampling_inputs_and_outputs(schema)
     }
 
     fn execute(
@@ -37,7 +58,6 @@ impl Node for SamplerCustomAdvanced {
         let sampler = object::<SamplerChoice>(inputs, "sampler")?;
         let sigmas = object::<Sigmas>(inputs, "sigmas")?;
         let latent = object::<Latent>(inputs, "latent_image")?;
-        let kernel = NodeServices::of(ctx)?.noise_kernel();
         let run = SamplingRun {
             noise: &noise,
             guider: &guider,
@@ -45,11 +65,7 @@ impl Node for SamplerCustomAdvanced {
             sigmas: &sigmas.values,
             latent: &latent,
         };
-        let outcome = run.execute(kernel, ctx)?;
-        Ok(NodeOutput::new(vec![
-            outcome.output.into_value(),
-            outcome.denoised.into_value(),
-        ]))
+        sample_custom(run, ctx)
     }
 }
 

@@ -6,8 +6,8 @@ use kiln_graph::{
     OutputSpec,
 };
 
-use crate::loader::{load_text_encoders, ClipType};
-use crate::nodes::checkpoint_loader_simple::model_path;
+use crate::loader::ClipType;
+use crate::nodes::clip_loader::{load_clip_output, text_encoder_paths};
 use crate::services::NodeServices;
 
 /// `TripleCLIPLoader`.
@@ -36,15 +36,7 @@ impl Node for TripleClipLoader {
         ctx: &mut ExecutionContext<'_>,
     ) -> Result<NodeOutput, NodeError> {
         let services = NodeServices::of(ctx)?;
-        let mut paths = Vec::with_capacity(INPUTS.len());
-        for name in INPUTS {
-            paths.push((name, model_path(services, inputs, "text_encoders", name)?));
-        }
-        let files: Vec<_> = paths
-            .iter()
-            .map(|(name, path)| (*name, path.as_path()))
-            .collect();
-        let clip = load_text_encoders(services, services.planner(), &files, ClipType::Sd3)?;
-        Ok(NodeOutput::new(vec![clip.into_value()]))
+        let paths = text_encoder_paths(services, inputs, &INPUTS)?;
+        load_clip_output(services, services.planner(), &paths, ClipType::Sd3)
     }
 }
