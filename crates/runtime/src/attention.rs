@@ -110,7 +110,11 @@ pub(crate) fn choose(
         | ComponentKind::ClipG
         | ComponentKind::OpenClipH
         | ComponentKind::T5xxl => {
-            if fused_enabled(request, device) && device.fused_attention {
+            // Text sequences are short: the CPU gains nothing from tiling them.
+            if fused_enabled(request, device)
+                && device.fused_attention
+                && device.backend != BackendKind::Cpu
+            {
                 (
                     AttentionKernel::Fused,
                     format!("fused attention on {label}"),
@@ -174,9 +178,10 @@ mod tests {
     #[test]
     fn defaults_per_backend_and_component() {
         let dm = ComponentKind::DiffusionModel;
+        // Kiln's tiled CPU kernel (ComfyUI: sub-quadratic / split, equal up to rounding).
         assert_eq!(
             choose(dm, AttentionRequest::Auto, &cpu()).0,
-            AttentionKernel::SubQuadratic
+            AttentionKernel::Fused
         );
         assert_eq!(
             choose(dm, AttentionRequest::Auto, &cuda(8, 6)).0,
@@ -184,7 +189,7 @@ mod tests {
         );
         assert_eq!(
             choose(ComponentKind::Vae, AttentionRequest::Auto, &cpu()).0,
-            AttentionKernel::Split
+            AttentionKernel::Fused
         );
         assert_eq!(
             choose(ComponentKind::ClipL, AttentionRequest::Auto, &cpu()).0,
@@ -213,7 +218,7 @@ mod tests {
         let (kernel, why) = choose(dm, AttentionRequest::Flash, &cuda(7, 5));
         assert_eq!(kernel, AttentionKernel::SubQuadratic);
         assert!(why.contains("sm80"));
-        let (kernel, why) = choose(dm, AttentionRequest::Fused, &cpu());
+        let (kernel, why) = choose(dm, AttentionRequest::Fused, &cuda(7, 5));
         assert_eq!(kernel, AttentionKernel::SubQuadratic);
         assert!(why.contains("no fused"));
         let (kernel, why) = choose(dm, AttentionRequest::Sage, &cuda(8, 9));

@@ -158,7 +158,8 @@ fn cpu_flag_with_a_cuda_profile_puts_everything_on_the_cpu() {
         );
     }
     let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
-    assert_eq!(dm.attention, AttentionKernel::SubQuadratic);
+    // The CPU's own tiled kernel (kiln-kernels).
+    assert_eq!(dm.attention, AttentionKernel::Fused);
     assert_eq!(dm.held_as.to_string(), "f8e4m3");
     assert_eq!(plan.profile, "cuda-sm86-host");
     assert!(plan.notes.iter().any(|n| n.contains("--cpu")));
@@ -307,7 +308,10 @@ fn pytorch_and_flash_flags_use_what_the_device_has() {
         plan.component(ComponentKind::Vae).unwrap().attention,
         AttentionKernel::Fused
     );
-    let plan = plan_with(fused, "cpu", &detection);
+    let plan = plan_with(fused.clone(), "cpu", &detection);
+    let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
+    assert_eq!(dm.attention, AttentionKernel::Fused);
+    let plan = plan_with(fused, "cuda-sm75", &detection);
     let dm = plan.component(ComponentKind::DiffusionModel).unwrap();
     assert_eq!(dm.attention, AttentionKernel::SubQuadratic);
     assert!(dm.reason.contains("no fused kernel"), "{}", dm.reason);

@@ -33,16 +33,16 @@ const NONE: Widening = Widening::None;
 #[rustfmt::skip]
 const DIFFUSION: &[Row] = &[
     // --- cpu: ComfyUI stores f32 on the CPU; 8-bit stays 8-bit; f32 compute; sub-quadratic.
-    ("cpu", "sd1-f32", "f32", "f32", "f32", NONE, SubQuadratic, Resident, "f32 on the CPU"),
-    ("cpu", "sd1-f16", "f32", "f32", "f32", NONE, SubQuadratic, Resident, "f32 on the CPU"),
-    ("cpu", "sd1-fp8-e4m3fn", "fp8_e4m3fn", "f8e4m3", "f32", CastOnDevice, SubQuadratic, Resident, "held as f8e4m3"),
-    ("cpu", "sd1-fp8-e5m2", "fp8_e5m2", "u8", "f32", LookupTable, SubQuadratic, Resident, "no fp8_e5m2 dtype"),
-    ("cpu", "sdxl-bf16", "f32", "f32", "f32", NONE, SubQuadratic, Resident, "f32 on the CPU"),
-    ("cpu", "flux-fp8-e4m3fn", "fp8_e4m3fn", "f8e4m3", "f32", CastOnDevice, SubQuadratic, Resident, "never computes 16-bit on the CPU"),
-    ("cpu", "flux-fp8-e5m2", "fp8_e5m2", "u8", "f32", LookupTable, SubQuadratic, Resident, "no fp8_e5m2 dtype"),
-    ("cpu", "flux-scaled-fp8", "fp8_e4m3fn", "f8e4m3", "f32", ScaledFp8, SubQuadratic, Resident, "per-tensor scale"),
-    ("cpu", "flux-gguf-q8_0", "q8_0", "q8_0", "f32", GgufDequant, SubQuadratic, Resident, "GGUF q8_0"),
-    ("cpu", "sd3-f16", "f32", "f32", "f32", NONE, SubQuadratic, Resident, "f32 on the CPU"),
+    ("cpu", "sd1-f32", "f32", "f32", "f32", NONE, Fused, Resident, "f32 on the CPU"),
+    ("cpu", "sd1-f16", "f32", "f32", "f32", NONE, Fused, Resident, "f32 on the CPU"),
+    ("cpu", "sd1-fp8-e4m3fn", "fp8_e4m3fn", "f8e4m3", "f32", CastOnDevice, Fused, Resident, "held as f8e4m3"),
+    ("cpu", "sd1-fp8-e5m2", "fp8_e5m2", "u8", "f32", LookupTable, Fused, Resident, "no fp8_e5m2 dtype"),
+    ("cpu", "sdxl-bf16", "f32", "f32", "f32", NONE, Fused, Resident, "f32 on the CPU"),
+    ("cpu", "flux-fp8-e4m3fn", "fp8_e4m3fn", "f8e4m3", "f32", CastOnDevice, Fused, Resident, "never computes 16-bit on the CPU"),
+    ("cpu", "flux-fp8-e5m2", "fp8_e5m2", "u8", "f32", LookupTable, Fused, Resident, "no fp8_e5m2 dtype"),
+    ("cpu", "flux-scaled-fp8", "fp8_e4m3fn", "f8e4m3", "f32", ScaledFp8, Fused, Resident, "per-tensor scale"),
+    ("cpu", "flux-gguf-q8_0", "q8_0", "q8_0", "f32", GgufDequant, Fused, Resident, "GGUF q8_0"),
+    ("cpu", "sd3-f16", "f32", "f32", "f32", NONE, Fused, Resident, "f32 on the CPU"),
     // --- metal-m1: macOS 13, no bf16, no fp8: fp8 as u8 bytes + table, f16 compute.
     ("metal-m1", "sd1-f32", "f16", "f16", "f16", NONE, SubQuadratic, Resident, "first of the model's [f16, bf16, f32]"),
     ("metal-m1", "sd1-f16", "f16", "f16", "f16", NONE, SubQuadratic, Resident, "stored f16"),
@@ -203,7 +203,7 @@ fn text_encoders_and_vae_follow_comfyui_per_backend() {
     // (profile, TE device, TE storage of an f16 CLIP-L, TE attention, VAE compute, VAE attention)
     #[rustfmt::skip]
     let rows = [
-        ("cpu", "cpu", "f16", AttentionKernel::Plain, "f32", AttentionKernel::Split),
+        ("cpu", "cpu", "f16", AttentionKernel::Plain, "f32", AttentionKernel::Fused),
         ("metal-m1", "cpu", "f16", AttentionKernel::Plain, "f32", AttentionKernel::Split),
         ("metal-m3", "cpu", "f16", AttentionKernel::Plain, "bf16", AttentionKernel::Split),
         ("cuda-sm75", "cuda:0", "f16", AttentionKernel::Plain, "f32", AttentionKernel::Split),
