@@ -4,18 +4,23 @@
 //! where ComfyUI on an Apple GPU dies converting Float8_e4m3fn to MPS. Kiln plans the Apple
 //! GPU (fp8 held as u8 bytes, widened per layer by lookup table), samples on the CPU
 //! underneath, and writes the image ComfyUI wrote for the same files (`kiln-models`'
-//! `flow_workflows` fixture, PSNR ≥ 40 dB), with no dtype error anywhere in its output.
+//! `flow_workflows` fixture, PSNR ≥ 40 dB), with no dtype error anywhere in its output. The
+//! same prompts POSTed to a `kiln` server's `/prompt`, as any ComfyUI client sends them,
+//! finish in `/history` with ComfyUI's images.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 mod parity;
+mod support;
 
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
 use parity::{psnr, read_png, safetensors_u8};
-use serde_json::Value;
+use serde_json::{json, Value};
+use support::Server;
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -121,4 +126,65 @@ fn fp8_flux_and_scaled_fp8_sd35_templates_run_on_simulated_apple_gpus_as_comfyui
             "{workflow} on {profile:?}: PSNR {psnr:.2} dB against ComfyUI's image"
         );
     }
+}
+
+#[test]
+fn flux_and_sd35_prompts_posted_to_the_server_give_comfyuis_images() {
+    let fixture = repo_path("models/tests/fixtures/flow_workflows");
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(fixture.with_extension("json")).unwrap()).unwrap();
+    let reference_file = fixture.with_extension("safetensors");
+    let base = prepare_base(&meta);
+    let server = Server::start(base.path(), &[], "server.log");
+    let mut submitted = Vec::new();
+    for workflow in ["flux_schnell", "sd35_large"] {
+        let prompt: Value = serde_json::from_slice(
+            &std::fs::read(repo_path(&format!(
+                "nodes/tests/workflows/flow/{workflow}.json"
+            )))
+            .unwrap(),
+        )
+        .unwrap();
+        let (status, answer) = server.request(
+            "POST",
+            "/prompt",
+            Some(&json!({"prompt": prompt, "client_id": "flow-test"})),
+        );
+        assert_eq!(status, 200, "{workflow}: {answer}");
+        submitted.push((workflow, answer["prompt_id"].as_str().unwrap().to_owned()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for (workflow, id) in submitted {
+        let entry = loop {
+            let (_, history) = server.request("GET", &format!("/history/{id}"), None);
+            if let Some(entry) = history.get(id.as_str()) {
+                if entry["status"]["completed"] == true || entry["status"]["status_str"] == "error"
+                {
+                    break entry.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{workflow} did not finish; log:\n{}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert_eq!(
+            entry["status"]["status_str"], "success",
+            "{workflow}: {entry}"
+        );
+        let image = &entry["outputs"]["9"]["images"][0];
+        let file = base
+            .path()
+            .join("output")
+            .join(image["subfolder"].as_str().unwrap_or(""))
+            .join(image["filename"].as_str().unwrap());
+        let (pixels, _) = read_png(&file);
+        let reference = safetensors_u8(&reference_file, &format!("image.{workflow}"));
+        let psnr = psnr(&pixels, &reference);
+        println!("POST /prompt {workflow}: PSNR {psnr:.2} dB against ComfyUI");
+        assert!(psnr >= 40.0, "{workflow}: PSNR {psnr:.2} dB");
+    }
+    server.kill();
 }
