@@ -5,7 +5,8 @@
 //! options, pooled vectors and Flux guidance for the DiTs), classifier-free guidance over the
 //! network, the noise-mask blending of inpainting (`KSamplerX0Inpaint`), the sampler, and
 //! per-step progress (with a preview of the denoised prediction under `--preview-method`),
-//! interruption and the last denoised prediction (`denoised_output`).
+//! interruption and the last denoised prediction (`denoised_output`). Before a run, text
+//! encoders are released when the model's plan frees them before diffusion.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use kiln_graph::ExecutionContext;
 use kiln_models::{
     sdxl_adm, sdxl_refiner_adm, CfgDenoiser, GuidedCond, PromptKind, RefinerSize, SdxlSize,
 };
+use kiln_runtime::TextEncoderPolicy;
 use kiln_sampling::samplers::{Denoiser, SamplerContext, StepInfo};
 use kiln_sampling::schedulers::scheduler_by_name;
 use kiln_sampling::{
@@ -295,6 +297,23 @@ fn fix_empty_latent_channels(model: &Model, latent: &Latent) -> Result<Tensor, N
     }
 }
 
+/// ComfyUI's `load_models_gpu` before sampling: under the model's
+/// [`TextEncoderPolicy::FreeBeforeDiffusion`] every loaded text encoder drops its weights (the
+/// next encode loads them again), so the diffusion model has their memory.
+fn release_text_encoders(services: &NodeServices, model: &Model) {
+    if model.text_encoders != TextEncoderPolicy::FreeBeforeDiffusion {
+        return;
+    }
+    let released = services.text_encoders().release_all();
+    if !released.is_empty() {
+        tracing::info!(
+            "released text encoders {} before sampling: {}",
+            released.join(", "),
+            model.text_encoders_reason
+        );
+    }
+}
+
 impl SamplingRun<'_> {
     /// Runs the sampler.
     pub(crate) fn execute(
@@ -303,6 +322,9 @@ impl SamplingRun<'_> {
         ctx: &mut ExecutionContext<'_>,
     ) -> Result<SamplingOutcome, NodesError> {
         let model = self.guider.model.as_ref();
+        if let Ok(services) = ctx.services::<NodeServices>() {
+            release_text_encoders(services, model);
+        }
         let latent_image = fix_empty_latent_channels(model, self.latent)?;
         let fixed = Latent {
             samples: latent_image.clone(),

@@ -34,6 +34,7 @@ mod png_output;
 mod preview;
 mod python_json;
 mod registry;
+mod releasable_store;
 mod resample;
 mod save_images;
 mod save_path;
@@ -55,6 +56,7 @@ pub use preview::{
 };
 pub use python_json::{python_float_repr, python_json_dumps};
 pub use registry::builtin_registry;
+pub use releasable_store::{ReleasableStore, TextEncoderTracker};
 pub use resample::{common_upscale, Crop, Planes, UpscaleMethod};
 pub use save_images::metadata_chunks;
 pub use save_path::{expand_tokens, normpath, save_image_path, LocalTime, SaveTarget};

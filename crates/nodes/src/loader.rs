@@ -2,9 +2,10 @@
 //! architecture, plan every component with the services' planner, load each component's
 //! weights onto its planned device (the CPU under a simulated profile), and attach the family's
 //! sampling and latent format (SD1/SD2/SDXL, SD3/SD3.5, Flux). Results are cached in the
-//! services' model cache.
+//! services' model cache. Text encoders are loaded behind [`ReleasableStore`]s, tracked by the
+//! services, so sampling can drop their weights and the next encode loads them again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_detect::{Architecture, Checkpoint, ComponentKind, Detection};
@@ -14,6 +15,7 @@ use kiln_weights::StorageDType;
 
 use crate::error::NodesError;
 use crate::model_cache::ModelKey;
+use crate::releasable_store::ReleasableStore;
 use crate::services::NodeServices;
 use crate::types::{Clip, Model, TextEncoderWeights, Vae};
 
@@ -138,6 +140,37 @@ fn load_component(
     Ok(Arc::new(store))
 }
 
+/// A text encoder loaded as [`load_component`] does, behind a [`ReleasableStore`] (tracked by
+/// the services) whose reload opens the file again and loads the same plan on the same device.
+fn load_text_encoder(
+    services: &NodeServices,
+    planner: &Planner,
+    checkpoint: &Checkpoint,
+    plan: &ComponentPlan,
+) -> Result<Arc<ReleasableStore>, NodesError> {
+    let store = load_component(services, planner, checkpoint, plan)?;
+    let path: PathBuf = checkpoint.path().to_path_buf();
+    let label = format!("{} of {}", plan.component, path.display());
+    let profile = planner.profile_for(plan.device).clone();
+    let device = store.device().clone();
+    let plan = plan.clone();
+    let reload = move || {
+        let reopened = Checkpoint::open(&path).map_err(|source| NodesError::Detect {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        WeightStore::load(&reopened, &plan, &profile, &device).map_err(|source| {
+            NodesError::Runtime {
+                path: path.clone(),
+                source: Box::new(source),
+            }
+        })
+    };
+    let handle = Arc::new(ReleasableStore::reloadable(label, store, reload));
+    services.text_encoders().track(&handle);
+    Ok(handle)
+}
+
 /// Loads (or takes from the cache) everything in the checkpoint at `path`.
 pub fn load_checkpoint(
     services: &NodeServices,
@@ -202,6 +235,8 @@ fn load_uncached(
             weights: load_component(services, planner, &checkpoint, unet_plan)?,
             plan: unet_plan.clone(),
             loras: Vec::new(),
+            text_encoders: plan.text_encoders,
+            text_encoders_reason: plan.text_encoders_reason.clone(),
         });
     }
     let mut encoders = Vec::new();
@@ -210,7 +245,7 @@ fn load_uncached(
             encoders.push(TextEncoderWeights {
                 kind,
                 source: path.to_path_buf(),
-                weights: load_component(services, planner, &checkpoint, encoder_plan)?,
+                store: load_text_encoder(services, planner, &checkpoint, encoder_plan)?,
                 plan: encoder_plan.clone(),
             });
         }

@@ -1,6 +1,7 @@
 //! [`NodeServices`]: what built-in nodes share across prompts — the folder layout, the planner
 //! (plan options + capability profile), the loaded-model cache, the output/temp/input folders,
-//! `--disable-metadata` and the preview method. The engine holds one and hands it to every node
+//! `--disable-metadata`, the preview method, and weak handles of the loaded text encoders
+//! (released before sampling when the model's plan says so). The engine holds one and hands it to every node
 //! through [`kiln_graph::ExecutionContext::services`].
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use kiln_sampling::NormalKernel;
 
 use crate::image_io::list_input_files;
 use crate::model_cache::ModelCache;
+use crate::releasable_store::TextEncoderTracker;
 
 /// The combo key listing the image files of the input folder (LoadImage).
 pub const INPUT_IMAGES: &str = "input_images";
@@ -33,7 +35,8 @@ pub enum PreviewMethod {
     Taesd,
 }
 
-/// Shared state of the built-in nodes. Immutable except for the model cache.
+/// Shared state of the built-in nodes. Immutable except for the model cache and the
+/// text-encoder tracker.
 #[derive(Debug)]
 pub struct NodeServices {
     folders: FolderPaths,
@@ -44,6 +47,7 @@ pub struct NodeServices {
     preview_size: u32,
     noise_kernel: NormalKernel,
     models: ModelCache,
+    text_encoders: TextEncoderTracker,
 }
 
 /// Builds [`NodeServices`].
@@ -101,6 +105,7 @@ impl NodeServicesBuilder {
             preview_size: self.preview_size,
             noise_kernel: self.noise_kernel,
             models: ModelCache::default(),
+            text_encoders: TextEncoderTracker::default(),
         }
     }
 }
@@ -177,6 +182,11 @@ impl NodeServices {
     /// The loaded-model cache.
     pub fn models(&self) -> &ModelCache {
         &self.models
+    }
+
+    /// Weak handles of every text-encoder store loaded so far.
+    pub fn text_encoders(&self) -> &TextEncoderTracker {
+        &self.text_encoders
     }
 
     /// The candle device a component planned as `plan` is loaded onto: the CPU under a

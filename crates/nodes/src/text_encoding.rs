@@ -79,7 +79,7 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     fn new(architecture: Architecture, encoder: &TextEncoderWeights) -> Result<Self, NodesError> {
-        let weights = Weights::new(encoder.weights.clone());
+        let weights = Weights::new(encoder.weights()?);
         let config = ClipConfig::from_weights(&weights, encoder.kind)
             .map_err(model_error("reading the CLIP configuration"))?;
         let heads = head_count(config.hidden_size);
@@ -238,7 +238,7 @@ impl T5 {
                 T5Tokenizer::from_file(&path).map_err(Box::new)
             })
             .map_err(missing)?;
-        let network = T5Encoder::new(Weights::new(weights.weights.clone()))
+        let network = T5Encoder::new(Weights::new(weights.weights()?))
             .map_err(model_error("building the T5 encoder"))?
             .with_attention(Attention::from_plan(&weights.plan));
         Ok(T5 { network, tokenizer })
@@ -363,13 +363,12 @@ pub(crate) fn encode_sd3(
     let windows = l_count.max(g_count);
     let mut lg_out: Option<Tensor> = None;
     let mut pooled = None;
-    let device = clip
-        .encoders
-        .first()
-        .map(|e| e.weights.device().clone())
-        .unwrap_or(candle_core::Device::Cpu);
+    let device = match clip.encoders.first() {
+        Some(encoder) => encoder.weights()?.device().clone(),
+        None => candle_core::Device::Cpu,
+    };
     let t5_width = match clip.encoder(ComponentKind::T5xxl) {
-        Some(t5) => Weights::new(t5.weights.clone())
+        Some(t5) => Weights::new(t5.weights()?)
             .shape("shared.weight")
             .ok()
             .and_then(|shape| shape.dims().get(1).copied())

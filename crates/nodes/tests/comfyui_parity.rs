@@ -541,7 +541,7 @@ fn check_lora_workflow(lora: &'static str) {
         let got = if let Some(internal) = key.strip_prefix("diffusion_model.") {
             model.weights.get(internal).unwrap()
         } else if let Some(internal) = key.strip_prefix("clip_l.transformer.") {
-            clip.encoders[0].weights.get(internal).unwrap()
+            clip.encoders[0].weights().unwrap().get(internal).unwrap()
         } else {
             panic!("unexpected patched key {key}")
         };

@@ -123,7 +123,7 @@ fn direct_t5(setup: &Setup, clip: &Clip, prompt: &str, min_length: usize) -> Ten
     )
     .unwrap();
     let tokens = tokenizer.tokenize(prompt, min_length).unwrap();
-    T5Encoder::new(Weights::new(weights.weights.clone()))
+    T5Encoder::new(Weights::new(weights.weights().unwrap()))
         .unwrap()
         .encode_weighted(&tokens)
         .unwrap()
@@ -136,7 +136,7 @@ fn direct_clip(
     usage: ClipUsage,
     prompt: &str,
 ) -> (Tensor, Tensor) {
-    let weights = Weights::new(clip.encoder(kind).unwrap().weights.clone());
+    let weights = Weights::new(clip.encoder(kind).unwrap().weights().unwrap());
     let config = ClipConfig::from_weights(&weights, kind).unwrap();
     let width = config.hidden_size;
     let encoder =

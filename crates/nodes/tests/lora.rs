@@ -67,7 +67,8 @@ fn kohya_lora_merges_into_unet_and_clip() {
     let channels = unet_shape[0];
     let clip_name = "text_model.encoder.layers.0.self_attn.q_proj.weight";
     let width = clip.encoders[0]
-        .weights
+        .weights()
+        .unwrap()
         .held(clip_name)
         .unwrap()
         .shape()
@@ -145,8 +146,8 @@ fn kohya_lora_merges_into_unet_and_clip() {
     let up = Tensor::from_vec(te_up, (width, rank), &cpu).unwrap();
     let down = Tensor::from_vec(te_down, (rank, width), &cpu).unwrap();
     let expected = (up.matmul(&down).unwrap() * 2.0).unwrap();
-    let delta = (weight(&new_clip.encoders[0].weights, clip_name)
-        - weight(&clip.encoders[0].weights, clip_name))
+    let delta = (weight(&new_clip.encoders[0].weights().unwrap(), clip_name)
+        - weight(&clip.encoders[0].weights().unwrap(), clip_name))
     .unwrap();
     assert!(max_abs(&(delta - expected).unwrap()) < 1e-6);
     // Untouched weights are unchanged.

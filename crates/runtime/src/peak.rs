@@ -189,9 +189,6 @@ pub(crate) fn text_encoder_policy(
     pools: &Pools<'_>,
     options: &PlanOptions,
 ) -> (TextEncoderPolicy, String) {
-    if !parts.iter().any(|p| p.component.is_text_encoder()) {
-        return (TextEncoderPolicy::Keep, "no text encoders".to_string());
-    }
     match options.vram {
         VramMode::GpuOnly => {
             return (
@@ -211,6 +208,14 @@ pub(crate) fn text_encoder_policy(
         return (
             TextEncoderPolicy::FreeBeforeDiffusion,
             "text encoders freed after encoding (--disable-smart-memory)".to_string(),
+        );
+    }
+    // A diffusion model loaded on its own (UNETLoader): its text encoders come from other
+    // files, whose sizes this plan does not know.
+    if !parts.iter().any(|p| p.component.is_text_encoder()) {
+        return (
+            TextEncoderPolicy::Keep,
+            "no text encoders in this file; separately loaded ones are kept".to_string(),
         );
     }
     let (device, host) = pools.demand(parts, TextEncoderPolicy::Keep);

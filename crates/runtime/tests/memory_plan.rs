@@ -69,7 +69,18 @@ fn fp8_flux_stays_eight_bit_and_peaks_below_bf16_on_every_profile() {
         );
         assert!(memory.device_peak_bytes >= fp8_part.activation_bytes + unet.weight_bytes);
         assert_eq!(small.text_encoders, TextEncoderPolicy::Keep, "{profile}");
-        assert_eq!(small.text_encoders_reason, "no text encoders");
+        assert!(small.text_encoders_reason.starts_with("no text encoders"));
+        // UNETLoader under --disable-smart-memory: separately loaded encoders are freed too.
+        let unloading = PlanOptions {
+            disable_smart_memory: true,
+            ..PlanOptions::default()
+        };
+        let alone = plan_tiny(&fp8, dir.path(), profile, unloading);
+        assert_eq!(
+            alone.text_encoders,
+            TextEncoderPolicy::FreeBeforeDiffusion,
+            "{profile}"
+        );
         let json = serde_json::to_value(&small.memory).unwrap();
         assert!(json["device_peak_bytes"].as_u64().unwrap() > 0);
         assert_eq!(json["parts"][0]["component"], "diffusion_model");

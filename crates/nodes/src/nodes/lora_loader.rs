@@ -9,9 +9,11 @@ use kiln_graph::{
     NodeSchema, OutputSpec,
 };
 
+use crate::error::NodesError;
 use crate::lora::{key_table, merge, LoraFile, LoraTarget};
 use crate::node_util::object;
 use crate::nodes::checkpoint_loader_simple::model_path;
+use crate::releasable_store::ReleasableStore;
 use crate::services::NodeServices;
 use crate::types::{Clip, Model};
 
@@ -35,24 +37,25 @@ pub(crate) fn apply_lora(
 ) -> Result<(Model, Option<Clip>), NodeError> {
     let path = model_path(services, inputs, "loras", "lora_name")?;
     let lora = LoraFile::open(&path, node)?;
-    let encoders: Vec<_> = clip
+    // Released encoders are loaded again: the merge reads their weights.
+    let encoder_stores = clip
         .map(|c| {
             c.encoders
                 .iter()
-                .map(|e| (e.kind, e.weights.as_ref()))
-                .collect()
+                .map(|e| Ok((e.kind, e.weights()?)))
+                .collect::<Result<Vec<_>, NodesError>>()
         })
+        .transpose()?
         .unwrap_or_default();
+    let encoders: Vec<_> = encoder_stores
+        .iter()
+        .map(|(kind, store)| (*kind, store.as_ref()))
+        .collect();
     let table = key_table(model.architecture, Some(&model.weights), &encoders);
     let mut stores: HashMap<LoraTarget, Arc<kiln_runtime::WeightStore>> = HashMap::new();
     stores.insert(LoraTarget::Unet, model.weights.clone());
-    if let Some(clip) = clip {
-        for encoder in &clip.encoders {
-            stores.insert(
-                LoraTarget::TextEncoder(encoder.kind),
-                encoder.weights.clone(),
-            );
-        }
+    for (kind, store) in &encoder_stores {
+        stores.insert(LoraTarget::TextEncoder(*kind), store.clone());
     }
     let strength = |target| match target {
         LoraTarget::Unet => strength_model,
@@ -69,7 +72,10 @@ pub(crate) fn apply_lora(
         let mut changed = false;
         for encoder in &mut clip.encoders {
             if let Some(store) = merged.remove(&LoraTarget::TextEncoder(encoder.kind)) {
-                encoder.weights = Arc::new(store);
+                // Reloading merged weights would mean merging again, so they stay in memory
+                // while the CLIP is referenced and are never released before sampling.
+                let label = format!("{} of {} + LoRA", encoder.kind, encoder.source.display());
+                encoder.store = Arc::new(ReleasableStore::fixed(label, Arc::new(store)));
                 changed = true;
             }
         }

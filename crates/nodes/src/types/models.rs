@@ -5,14 +5,21 @@
 //!
 //! Like ComfyUI's `ModelPatcher` clones, nodes never mutate these: `LoraLoader` and
 //! `CLIPSetLastLayer` return new values that share the unpatched stores.
+//!
+//! Text-encoder weights sit behind a shared [`ReleasableStore`], so sampling a model whose plan
+//! frees text encoders before diffusion can drop them for every clone at once; the next encode
+//! loads them again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_detect::{Architecture, ComponentKind};
 use kiln_graph::Value;
-use kiln_runtime::{ComponentPlan, WeightStore};
+use kiln_runtime::{ComponentPlan, TextEncoderPolicy, WeightStore};
 use kiln_sampling::{LatentFormat, ModelSampling};
+
+use crate::error::NodesError;
+use crate::releasable_store::ReleasableStore;
 
 /// A diffusion model (`MODEL`).
 #[derive(Clone, Debug)]
@@ -31,6 +38,11 @@ pub struct Model {
     pub plan: ComponentPlan,
     /// LoRAs merged into [`Self::weights`], as `(file, strength)`, in application order.
     pub loras: Vec<(PathBuf, f64)>,
+    /// Whether text encoders are freed before this model samples (the policy of the plan it
+    /// was loaded with).
+    pub text_encoders: TextEncoderPolicy,
+    /// Why the planner chose [`Self::text_encoders`].
+    pub text_encoders_reason: String,
 }
 
 impl Model {
@@ -50,10 +62,23 @@ pub struct TextEncoderWeights {
     pub kind: ComponentKind,
     /// The file its weights came from (a `CLIP` of `DualCLIPLoader` mixes files).
     pub source: PathBuf,
-    /// Its weights in transformers naming.
-    pub weights: Arc<WeightStore>,
+    /// Its weights in transformers naming, shared by every clone of the `CLIP` (and the model
+    /// cache); released before sampling under `TextEncoderPolicy::FreeBeforeDiffusion`.
+    pub store: Arc<ReleasableStore>,
     /// How they were planned.
     pub plan: ComponentPlan,
+}
+
+impl TextEncoderWeights {
+    /// The weights, loaded again from their file when they were released.
+    pub fn weights(&self) -> Result<Arc<WeightStore>, NodesError> {
+        self.store.get()
+    }
+
+    /// Whether the weights are in memory now.
+    pub fn is_loaded(&self) -> bool {
+        self.store.is_loaded()
+    }
 }
 
 /// The text encoders of a checkpoint (or of the files a CLIP loader joined) plus the tokenizer
