@@ -211,6 +211,91 @@ pub(crate) fn lookup_table(
         )))
 }
 
+/// `codes` decoded through `format`'s table times `scale`, as f32, split over the cores. On the
+/// CPU this replaces candle's paths: its F8E4M3 cast converts one element at a time through
+/// `float8` and its gather runs on one thread, together several seconds per Flux step.
+fn decode_codes(
+    codes: impl Fn(usize) -> u8 + Sync,
+    count: usize,
+    format: StorageDType,
+    scale: Option<f32>,
+) -> Result<Vec<f32>, RuntimeError> {
+    let table = decode_table(format).ok_or_else(|| RuntimeError::UnsupportedTensorDType {
+        tensor: "fp8 lookup table".to_string(),
+        dtype: format,
+    })?;
+    let table: Vec<f32> = match scale {
+        Some(scale) => table.iter().map(|v| v * scale).collect(),
+        None => table.to_vec(),
+    };
+    let mut values = vec![0f32; count];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = count.div_ceil(threads.max(1)).max(1 << 16);
+    std::thread::scope(|scope| {
+        for (index, part) in values.chunks_mut(chunk).enumerate() {
+            let (table, codes) = (&table, &codes);
+            scope.spawn(move || {
+                let start = index * chunk;
+                for (offset, value) in part.iter_mut().enumerate() {
+                    *value = table[usize::from(codes(start + offset))];
+                }
+            });
+        }
+    });
+    Ok(values)
+}
+
+/// Contiguous CPU fp8 bytes decoded on the host ([`decode_codes`]); `None` off the CPU.
+fn decode_fp8_bytes_on_host(
+    bytes: &Tensor,
+    format: StorageDType,
+    scale: Option<f32>,
+    shape: &Shape,
+) -> Result<Option<Tensor>, RuntimeError> {
+    if !bytes.device().is_cpu() || !bytes.is_contiguous() {
+        return Ok(None);
+    }
+    let (storage, layout) = bytes.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let codes = cpu
+        .as_slice::<u8>()
+        .map_err(RuntimeError::candle("reading fp8 bytes"))?;
+    let codes = &codes[layout.start_offset()..layout.start_offset() + bytes.elem_count()];
+    let values = decode_codes(|i| codes[i], codes.len(), format, scale)?;
+    Tensor::from_vec(values, shape.clone(), &Device::Cpu)
+        .map(Some)
+        .map_err(RuntimeError::candle("shaping decoded fp8 bytes"))
+}
+
+/// A contiguous CPU `F8E4M3` tensor decoded on the host ([`decode_codes`]); `None` off the CPU.
+fn decode_fp8_native_on_host(
+    tensor: &Tensor,
+    scale: Option<f32>,
+) -> Result<Option<Tensor>, RuntimeError> {
+    if !tensor.device().is_cpu() || !tensor.is_contiguous() {
+        return Ok(None);
+    }
+    let (storage, layout) = tensor.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let codes = cpu
+        .as_slice::<float8::F8E4M3>()
+        .map_err(RuntimeError::candle("reading f8e4m3 codes"))?;
+    let codes = &codes[layout.start_offset()..layout.start_offset() + tensor.elem_count()];
+    let values = decode_codes(
+        |i| codes[i].to_bits(),
+        codes.len(),
+        StorageDType::F8E4M3,
+        scale,
+    )?;
+    Tensor::from_vec(values, tensor.shape().clone(), &Device::Cpu)
+        .map(Some)
+        .map_err(RuntimeError::candle("shaping decoded f8e4m3"))
+}
+
 /// GGUF blocks copied byte for byte to `device`.
 fn move_blocks(q: &QTensor, device: &Device) -> Result<Arc<QTensor>, RuntimeError> {
     let moving = |source| RuntimeError::Candle {
@@ -365,6 +450,11 @@ impl HeldTensor {
                 shape,
                 scale,
             } => {
+                if let Some(widened) = decode_fp8_bytes_on_host(bytes, *format, *scale, shape)? {
+                    return widened
+                        .to_dtype(compute)
+                        .map_err(RuntimeError::candle("widening decoded fp8 bytes"));
+                }
                 let table = lookup_table(*format, *scale, compute, bytes.device())?;
                 table
                     .index_select(bytes, 0)
@@ -374,6 +464,11 @@ impl HeldTensor {
                     ))
             }
             HeldTensor::Fp8Native { tensor, scale } => {
+                if let Some(widened) = decode_fp8_native_on_host(tensor, *scale)? {
+                    return widened
+                        .to_dtype(compute)
+                        .map_err(RuntimeError::candle("widening decoded f8e4m3"));
+                }
                 let widened = tensor
                     .to_dtype(compute)
                     .map_err(RuntimeError::candle("casting f8e4m3 on the device"))?;

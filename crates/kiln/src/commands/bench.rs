@@ -3,7 +3,8 @@
 //! — default txt2img at 512×512, euler, CFG 7 — timing every stage. Prints s/step, peak RSS,
 //! process start → first sampling step and per-stage times, and the same as JSON, so later
 //! work can compare runs; also the FLOPs of a UNet step against the CPU's nominal peak, and with
-//! `--compare-torch` PyTorch's timings on the same checkpoint (`bench_torch`). A benchmark, not a
+//! `--compare-torch` PyTorch's timings on the same checkpoint (`bench_torch`). `kiln bench
+//! flux-schnell` runs the Flux storage comparison instead (`bench_flux`). A benchmark, not a
 //! test: nothing here asserts a speed.
 
 use std::collections::BTreeMap;
@@ -16,7 +17,10 @@ use anyhow::{bail, Context};
 use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionEvent, ExecutionObserver, ExecutionRequest, Executor, Validator};
 use kiln_nodes::{builtin_registry, NodeServices};
-use kiln_runtime::{detect_device, detect_host, simulated_profile, BackendKind, Planner};
+use kiln_runtime::{
+    detect_device, detect_host, simulated_profile, BackendKind, CapabilityProfile, PlanOptions,
+    Planner,
+};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Size, Storage};
 use serde::Serialize;
 use serde_json::json;
@@ -25,6 +29,8 @@ use crate::flags::{BenchArgs, BenchStorage, ComfyArgs};
 
 #[path = "bench_flops.rs"]
 mod bench_flops;
+#[path = "bench_flux.rs"]
+mod bench_flux;
 #[path = "bench_torch.rs"]
 mod bench_torch;
 
@@ -80,14 +86,17 @@ struct Machine {
     profile: String,
 }
 
-/// Runs `kiln bench`.
+/// Runs `kiln bench`: the SD1.5 workflow, or with `flux-schnell` the Flux case (`bench_flux`).
 pub fn bench(
     args: &BenchArgs,
     global: &ComfyArgs,
     simulate: Option<&str>,
     process_start: Instant,
 ) -> anyhow::Result<ExitCode> {
-    if args.steps == 0 || args.size == 0 || !args.size.is_multiple_of(8) {
+    if args.is_flux_schnell() {
+        return bench_flux::bench_flux(args, global, simulate);
+    }
+    if args.steps() == 0 || args.size == 0 || !args.size.is_multiple_of(8) {
         bail!("--steps must be ≥ 1 and --size a positive multiple of 8");
     }
     let dir = args
@@ -115,17 +124,7 @@ pub fn bench(
     };
 
     let options = global.plan_options();
-    let (mut profile, _) = match simulate {
-        Some(name) => (simulated_profile(name)?, None),
-        None => detect_device(&options),
-    };
-    if profile.backend == BackendKind::Cpu && simulate.is_none() {
-        // kiln-models runs unmasked attention on the CPU through kiln-kernels' fused kernel, but
-        // the runtime's CPU profile does not offer it yet; say so here so that
-        // `--use-pytorch-cross-attention` can pick it (ComfyUI's default CPU path, sub-quadratic,
-        // stays the default).
-        profile.fused_attention = true;
-    }
+    let profile = bench_profile(&options, simulate)?;
     let machine = machine(&profile.name);
     let folders = FolderPaths::new(&dir).context("cannot set up the benchmark folders")?;
     let services = Arc::new(
@@ -176,6 +175,26 @@ pub fn bench(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The device profile every benchmark case plans for: the simulated one named, or this
+/// machine's.
+fn bench_profile(
+    options: &PlanOptions,
+    simulate: Option<&str>,
+) -> anyhow::Result<CapabilityProfile> {
+    let (mut profile, _) = match simulate {
+        Some(name) => (simulated_profile(name)?, None),
+        None => detect_device(options),
+    };
+    if profile.backend == BackendKind::Cpu && simulate.is_none() {
+        // kiln-models runs unmasked attention on the CPU through kiln-kernels' fused kernel, but
+        // the runtime's CPU profile does not offer it yet; say so here so that
+        // `--use-pytorch-cross-attention` can pick it (ComfyUI's default CPU path, sub-quadratic,
+        // stays the default).
+        profile.fused_attention = true;
+    }
+    Ok(profile)
+}
+
 /// ComfyUI's default txt2img graph on the benchmark checkpoint, previewed (not saved).
 fn workflow(checkpoint: &Path, args: &BenchArgs) -> serde_json::Value {
     let name = checkpoint.to_string_lossy();
@@ -184,7 +203,7 @@ fn workflow(checkpoint: &Path, args: &BenchArgs) -> serde_json::Value {
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,", "clip": ["4", 1]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": args.size, "height": args.size, "batch_size": 1}},
-        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": args.steps, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": args.steps(), "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
     })
@@ -262,7 +281,7 @@ impl Timer {
             kiln_version: env!("CARGO_PKG_VERSION"),
             machine,
             settings: json!({
-                "size": args.size, "steps": args.steps, "cfg": 7.0, "sampler": "euler",
+                "size": args.size, "steps": args.steps(), "cfg": 7.0, "sampler": "euler",
                 "scheduler": "normal", "storage": format!("{:?}", args.storage).to_lowercase(),
             }),
             checkpoint_generation_s: generation,

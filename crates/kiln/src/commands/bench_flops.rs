@@ -1,7 +1,8 @@
-//! The arithmetic of one SD1.5 UNet evaluation, counted layer by layer from the architecture
-//! (`convolutions`, `linear layers`, attention products; norms and elementwise work are left out
-//! as they are memory-bound), and the CPU's nominal f32 peak, so `kiln bench` can say how close
-//! a step runs to the hardware limit.
+//! The arithmetic of one SD1.5 UNet evaluation and of one Flux transformer evaluation, counted
+//! layer by layer from the architecture (`convolutions`, `linear layers`, attention products;
+//! norms and elementwise work are left out as they are memory-bound), and the CPU's nominal f32
+//! peak, so `kiln bench` can say how close a step runs to the hardware limit and scale a
+//! reduced-depth Flux to its full depth.
 
 /// SD1.5's UNet: per-level widths, res blocks per level, the levels with transformers, the text
 /// context (77 tokens × 768).
@@ -79,6 +80,69 @@ pub(crate) fn sd15_unet_flops(latent_side: usize, batch: usize) -> f64 {
     2.0 * macs * batch as f64
 }
 
+/// Flux patchifies 2×2: `img_in` and `final_layer.linear` see 4 values per latent channel.
+const FLUX_PATCH_VALUES: usize = 4;
+/// Width of Flux's sinusoidal timestep (and guidance) embedding.
+const FLUX_TIME_EMBEDDING: usize = 256;
+
+/// The shape of one Flux evaluation: widths from the model, token counts from the input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FluxShape {
+    pub(crate) hidden: usize,
+    pub(crate) mlp_hidden: usize,
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) vec_in_dim: usize,
+    pub(crate) context_in_dim: usize,
+    pub(crate) guidance_embed: bool,
+    pub(crate) image_tokens: usize,
+    pub(crate) text_tokens: usize,
+}
+
+/// Multiply-accumulates of the parts outside the blocks (embeddings, final layer).
+fn flux_outside_macs(shape: &FluxShape) -> f64 {
+    let h = shape.hidden;
+    let embed = FLUX_TIME_EMBEDDING * h + h * h;
+    let mut macs = shape.image_tokens * shape.in_channels * FLUX_PATCH_VALUES * h
+        + shape.text_tokens * shape.context_in_dim * h
+        + embed
+        + shape.vec_in_dim * h
+        + h * h
+        + 2 * h * h
+        + shape.image_tokens * h * shape.out_channels * FLUX_PATCH_VALUES;
+    if shape.guidance_embed {
+        macs += embed;
+    }
+    macs as f64
+}
+
+/// Multiply-accumulates of one double-stream block: per stream modulation (6h out), q/k/v,
+/// output projection and the MLP over that stream's tokens; joint attention over all tokens.
+fn flux_double_block_macs(shape: &FluxShape) -> f64 {
+    let (h, m) = (shape.hidden as f64, shape.mlp_hidden as f64);
+    let tokens = (shape.image_tokens + shape.text_tokens) as f64;
+    let modulation = 2.0 * 6.0 * h * h;
+    let linear = tokens * (3.0 * h * h + h * h + 2.0 * h * m);
+    modulation + linear + 2.0 * tokens * tokens * h
+}
+
+/// Multiply-accumulates of one single-stream block: modulation (3h out), `linear1` (q, k, v and
+/// the MLP in), `linear2` (attention and MLP out), attention over all tokens.
+fn flux_single_block_macs(shape: &FluxShape) -> f64 {
+    let (h, m) = (shape.hidden as f64, shape.mlp_hidden as f64);
+    let tokens = (shape.image_tokens + shape.text_tokens) as f64;
+    let linear = tokens * ((3.0 * h + m) * h + (h + m) * h);
+    3.0 * h * h + linear + 2.0 * tokens * tokens * h
+}
+
+/// FLOPs (2 per multiply-accumulate) of one Flux evaluation of batch 1 with `double` and
+/// `single` blocks.
+pub(crate) fn flux_flops(shape: &FluxShape, double: usize, single: usize) -> f64 {
+    2.0 * (flux_outside_macs(shape)
+        + double as f64 * flux_double_block_macs(shape)
+        + single as f64 * flux_single_block_macs(shape))
+}
+
 /// The CPU's nominal f32 peak and how it was derived: cores × clock × FLOP per cycle. The clock
 /// is the one `/proc/cpuinfo` reports, in a VM the base clock, so boosting cores can beat it;
 /// FLOP per cycle comes from the widest FMA the CPU reports (AMD's AVX-512 up to Zen 4 runs as two 256-bit FMA
@@ -151,5 +215,32 @@ mod tests {
         let one = sd15_unet_flops(64, 1);
         assert!((6.0e11..9.5e11).contains(&one), "{one:e}");
         assert_eq!(sd15_unet_flops(64, 2), 2.0 * one);
+    }
+
+    #[test]
+    fn flux_blocks_dominate_and_match_the_parameter_count() {
+        let shape = FluxShape {
+            hidden: 3072,
+            mlp_hidden: 12288,
+            in_channels: 16,
+            out_channels: 16,
+            vec_in_dim: 768,
+            context_in_dim: 4096,
+            guidance_embed: false,
+            image_tokens: 1024,
+            text_tokens: 256,
+        };
+        // A block's token-wise linear layers hold 12·h² weights (113 M): 2 FLOP each per token.
+        let tokens = 1280.0;
+        let linear = 2.0 * tokens * 12.0 * 3072.0 * 3072.0;
+        let double = flux_flops(&shape, 1, 0) - flux_flops(&shape, 0, 0);
+        let single = flux_flops(&shape, 0, 1) - flux_flops(&shape, 0, 0);
+        for block in [double, single] {
+            assert!(block > linear && block < 1.1 * linear, "{block:e}");
+        }
+        // 19 + 38 blocks at 512²: ~17.7 TFLOP per evaluation, nearly all in the blocks.
+        let full = flux_flops(&shape, 19, 38);
+        assert!((1.7e13..1.85e13).contains(&full), "{full:e}");
+        assert!(flux_flops(&shape, 0, 0) < 0.01 * full);
     }
 }

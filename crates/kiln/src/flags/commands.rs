@@ -19,7 +19,8 @@ pub enum Command {
     /// Write small deterministic test checkpoints in every supported layout and dtype.
     Testgen(TestgenArgs),
     /// Time real-size SD1.5 (random weights) through the workflow engine: s/step, peak RSS,
-    /// start-to-first-step and per-stage times.
+    /// start-to-first-step and per-stage times; or `bench flux-schnell`: Flux's real widths at a
+    /// reduced depth in bf16, fp8 e4m3fn and GGUF Q8_0, resident weights and s/step side by side.
     Bench(BenchArgs),
 }
 
@@ -56,18 +57,36 @@ pub struct RunArgs {
     pub overrides: Vec<InputOverride>,
 }
 
-/// `kiln bench [--steps N] [--size PX] [--storage f16|f32] [--dir DIR] [--json] [--out FILE]`.
+/// `kiln bench [sd15|flux-schnell] [--steps N] [--size PX] [--storage f16|f32]
+/// [--flux-blocks D,S] [--dir DIR] [--json] [--out FILE]`.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct BenchArgs {
-    /// Sampler steps.
-    #[arg(long, default_value_t = 3)]
-    pub steps: u32,
+    /// Which benchmark: `sd15` (the txt2img workflow) or `flux-schnell` (the Flux transformer at
+    /// real widths and `--flux-blocks` depth in bf16, fp8 e4m3fn and GGUF Q8_0).
+    #[arg(
+        value_name = "CASE",
+        default_value = BENCH_CASE_SD15,
+        value_parser = [BENCH_CASE_SD15, BENCH_CASE_FLUX_SCHNELL]
+    )]
+    pub case: String,
+    /// Sampler steps (default: 3 for sd15, 4 for flux-schnell).
+    #[arg(long)]
+    pub steps: Option<u32>,
     /// Image width and height in pixels (a multiple of 8).
     #[arg(long, default_value_t = 512)]
     pub size: u32,
-    /// Storage dtype of the generated checkpoint.
+    /// Storage dtype of the generated checkpoint (sd15; flux-schnell always runs all three).
     #[arg(long, value_enum, default_value_t = BenchStorage::F16)]
     pub storage: BenchStorage,
+    /// flux-schnell: double-stream and single-stream blocks to build and time (the full model
+    /// has 19 and 38; full-depth figures are extrapolated from these).
+    #[arg(
+        long,
+        value_name = "DOUBLE,SINGLE",
+        default_value = "1,1",
+        value_parser = parse_flux_blocks
+    )]
+    pub flux_blocks: [usize; 2],
     /// Where the random-weight checkpoint is written once and reused (default: a temp dir).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -92,6 +111,45 @@ pub struct BenchArgs {
     /// ComfyUI source tree the PyTorch comparison imports its UNet and VAE from.
     #[arg(long, value_name = "DIR", env = "KILN_COMFYUI_SRC")]
     pub comfyui: Option<PathBuf>,
+}
+
+/// `kiln bench sd15`: the SD1.5 txt2img workflow (the default).
+const BENCH_CASE_SD15: &str = "sd15";
+/// `kiln bench flux-schnell`: the Flux transformer at real widths, reduced depth.
+const BENCH_CASE_FLUX_SCHNELL: &str = "flux-schnell";
+/// Sampler steps when `--steps` is not given: SD1.5's short timing run, Flux schnell's 4.
+const SD15_DEFAULT_STEPS: u32 = 3;
+const FLUX_SCHNELL_DEFAULT_STEPS: u32 = 4;
+
+impl BenchArgs {
+    /// Whether the Flux schnell case was asked for (otherwise SD1.5).
+    pub fn is_flux_schnell(&self) -> bool {
+        self.case == BENCH_CASE_FLUX_SCHNELL
+    }
+
+    /// `--steps`, or the case's default.
+    pub fn steps(&self) -> u32 {
+        self.steps.unwrap_or(if self.is_flux_schnell() {
+            FLUX_SCHNELL_DEFAULT_STEPS
+        } else {
+            SD15_DEFAULT_STEPS
+        })
+    }
+}
+
+/// `DOUBLE,SINGLE` block counts, each at least 1 (per-block figures need one of each).
+fn parse_flux_blocks(text: &str) -> Result<[usize; 2], String> {
+    let counts: Vec<usize> = text
+        .split(',')
+        .map(|part| part.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|error| format!("'{text}' is not DOUBLE,SINGLE block counts: {error}"))?;
+    match counts[..] {
+        [double, single] if double >= 1 && single >= 1 => Ok([double, single]),
+        _ => Err(format!(
+            "'{text}' is not DOUBLE,SINGLE: two block counts, each at least 1"
+        )),
+    }
 }
 
 /// Storage dtype of the benchmark checkpoint.
@@ -162,5 +220,15 @@ mod tests {
         assert!(parse_input_override("seed=4").is_err());
         assert!(parse_input_override(".seed=4").is_err());
         assert!(parse_input_override("3.=4").is_err());
+    }
+
+    #[test]
+    fn flux_blocks_are_two_positive_counts() {
+        assert_eq!(parse_flux_blocks("1,2"), Ok([1, 2]));
+        assert_eq!(parse_flux_blocks(" 19, 38"), Ok([19, 38]));
+        assert!(parse_flux_blocks("1").is_err());
+        assert!(parse_flux_blocks("1,2,3").is_err());
+        assert!(parse_flux_blocks("0,2").is_err());
+        assert!(parse_flux_blocks("a,2").is_err());
     }
 }
