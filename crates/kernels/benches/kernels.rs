@@ -69,11 +69,119 @@ fn conv_case(shape: ConvShape, dtype: DType, runs: usize) {
     );
 }
 
+/// Kiln's bf16 convolution (AVX512-BF16 products where the CPU has them) against Kiln's f32
+/// convolution of the same shape: the ratio is f32 time / bf16 time.
+fn bf16_conv_case(shape: ConvShape, runs: usize) {
+    let (b, c, hw, o, k, stride) = shape;
+    let pad = k / 2;
+    let x = random(&[b, c, hw, hw], DType::F32);
+    let w = random(&[o, c, k, k], DType::F32);
+    let bias = random(&[o], DType::F32);
+    let to_bf16 = |t: &Tensor| t.to_dtype(DType::BF16).unwrap_or_else(|e| panic!("{e}"));
+    let (xb, wb, bb) = (to_bf16(&x), to_bf16(&w), to_bf16(&bias));
+    let out_hw = (hw + 2 * pad - k) / stride + 1;
+    let flops = 2.0 * (b * o * out_hw * out_hw * c * k * k) as f64;
+    let f32_time = time(runs, || {
+        kiln_kernels::conv2d(&x, &w, Some(&bias), pad, stride).unwrap_or_else(|e| panic!("{e}"))
+    });
+    let bf16_time = time(runs, || {
+        kiln_kernels::conv2d(&xb, &wb, Some(&bb), pad, stride).unwrap_or_else(|e| panic!("{e}"))
+    });
+    println!(
+        "conv2d bf16 vs f32 {b}×{c}×{hw}² → {o} k{k} s{stride:<8} f32 {:>8.2} ms  bf16 {:>8.2} ms  \
+         ratio {:>5.2}×  bf16 {:>6.1} GFLOP/s",
+        f32_time * 1e3,
+        bf16_time * 1e3,
+        f32_time / bf16_time,
+        flops / bf16_time / 1e9
+    );
+}
+
+/// The bare bf16 product against candle's f32 matmul (the same AVX-512 gemm the f32 convolution
+/// uses) on one UNet im2col product.
+fn bf16_gemm_case(m: usize, k: usize, n: usize, runs: usize) {
+    let a = random(&[m, k], DType::F32);
+    let b = random(&[k, n], DType::F32);
+    let (a16, b16) = (
+        a.to_dtype(DType::BF16).unwrap_or_else(|e| panic!("{e}")),
+        b.to_dtype(DType::BF16).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let flops = 2.0 * (m * k * n) as f64;
+    let f32_time = time(runs, || a.matmul(&b).unwrap_or_else(|e| panic!("{e}")));
+    let bf16_time = time(runs, || {
+        kiln_kernels::bf16_matmul(&a16, &b16).unwrap_or_else(|e| panic!("{e}"))
+    });
+    println!(
+        "gemm bf16 vs f32 {m}×{k}×{n:<17} f32 {:>8.2} ms  bf16 {:>8.2} ms  ratio {:>5.2}×  \
+         bf16 {:>6.1} GFLOP/s",
+        f32_time * 1e3,
+        bf16_time * 1e3,
+        f32_time / bf16_time,
+        flops / bf16_time / 1e9
+    );
+}
+
 fn main() {
     println!(
         "kiln-kernels on {} kernel threads",
         kiln_kernels::kernel_threads()
     );
+    // `cargo bench -p kiln-kernels -- bf16` times only the bf16-against-f32 cases.
+    if !std::env::args().any(|arg| arg == "bf16") {
+        candle_comparisons();
+    }
+    bf16_comparisons();
+}
+
+/// candle's own matmul in bf16 against f32 on a UNet linear-layer shape: what the rest of a bf16
+/// UNet (its linear layers, which do not go through kiln-kernels) would cost on this CPU.
+fn candle_linear_case(tokens: usize, k: usize, n: usize, runs: usize) {
+    let x = random(&[tokens, k], DType::F32);
+    let w = random(&[k, n], DType::F32);
+    let to_bf16 = |t: &Tensor| t.to_dtype(DType::BF16).unwrap_or_else(|e| panic!("{e}"));
+    let (xb, wb) = (to_bf16(&x), to_bf16(&w));
+    let f32_time = time(runs, || x.matmul(&w).unwrap_or_else(|e| panic!("{e}")));
+    let bf16_time = time(runs, || xb.matmul(&wb).unwrap_or_else(|e| panic!("{e}")));
+    println!(
+        "candle matmul bf16 vs f32 {tokens}×{k}×{n:<9} f32 {:>8.2} ms  bf16 {:>8.2} ms  \
+         ratio {:>5.2}×",
+        f32_time * 1e3,
+        bf16_time * 1e3,
+        f32_time / bf16_time
+    );
+    // kiln's linear takes the weight as [N, K].
+    let wt = wb
+        .t()
+        .and_then(|t| t.contiguous())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kiln_time = time(runs, || {
+        kiln_kernels::linear(&xb, &wt, None).unwrap_or_else(|e| panic!("{e}"))
+    });
+    println!(
+        "kiln linear bf16 vs candle f32 {tokens}×{k}×{n:<4} f32 {:>8.2} ms  bf16 {:>8.2} ms  \
+         ratio {:>5.2}×",
+        f32_time * 1e3,
+        kiln_time * 1e3,
+        f32_time / kiln_time
+    );
+}
+
+fn bf16_comparisons() {
+    println!(
+        "bf16 compute (AVX512-BF16) available: {}",
+        kiln_kernels::bf16_compute_available()
+    );
+    bf16_gemm_case(320, 2880, 4096, 3);
+    bf16_conv_case((2, 320, 64, 320, 3, 1), 3);
+    bf16_conv_case((2, 640, 32, 640, 3, 1), 3);
+    bf16_conv_case((2, 1280, 16, 1280, 3, 1), 3);
+    bf16_conv_case((2, 1280, 8, 1280, 3, 1), 5);
+    bf16_conv_case((2, 320, 32, 640, 1, 1), 5);
+    bf16_conv_case((2, 320, 64, 320, 3, 2), 5);
+    candle_linear_case(8192, 320, 1280, 3);
+}
+
+fn candle_comparisons() {
     // The UNet's 3×3 convolutions at each level (CFG batch 2), a 1×1 skip, a stride-2 downsample,
     // and the VAE decoder's largest layer.
     conv_case((2, 320, 64, 320, 3, 1), DType::F32, 5);

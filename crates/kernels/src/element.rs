@@ -10,6 +10,10 @@ pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn from_f32(value: f32) -> Self;
     /// The values themselves when they already are f32 (no copy).
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
+    /// The values themselves when they already are bf16 (no copy).
+    fn as_bf16(_values: &[Self]) -> Option<&[bf16]> {
+        None
+    }
     /// Values of this type as candle storage.
     fn into_storage(values: Vec<Self>) -> CpuStorage;
     /// f32 results rounded to this type, as candle storage.
@@ -50,6 +54,9 @@ impl Element for bf16 {
     }
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None
+    }
+    fn as_bf16(values: &[Self]) -> Option<&[bf16]> {
+        Some(values)
     }
     fn storage_from_f32(values: Vec<f32>) -> CpuStorage {
         CpuStorage::BF16(crate::threads::par_map(&values, bf16::from_f32))

@@ -1,9 +1,11 @@
 //! CPU kernels as candle custom ops, for the layers where candle's own CPU ops are slow or
 //! single-threaded: [`conv2d`] (implicit GEMM over the AVX-512 gemm), [`group_norm`] fused with
-//! SiLU, [`layer_norm`], and a fused memory-efficient [`attention`] that never builds the `T×T`
+//! SiLU, [`layer_norm`], [`linear`] (bf16 only), and a fused memory-efficient [`attention`] that never builds the `T×T`
 //! score matrix. Each takes candle tensors on the CPU in f32, bf16 or f16, computes in f32, and
-//! returns the input's dtype; each has a `_slow` twin made of candle ops, the reference its tests
-//! and benchmarks compare against. Work runs on one rayon pool sized to the physical cores.
+//! returns the input's dtype (bf16 convolutions multiply in bf16 with f32 sums where the CPU has
+//! AVX512-BF16: see [`bf16_compute_available`] and [`bf16_matmul`]); each has a `_slow` twin made
+//! of candle ops, the reference its tests and benchmarks compare against. Work runs on one rayon
+//! pool sized to the physical cores.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -20,6 +22,8 @@ mod attention;
 mod conv2d;
 mod element;
 mod error;
+mod gemm_bf16;
+mod linear;
 mod matmul;
 mod norm;
 mod simd;
@@ -29,5 +33,7 @@ pub use attention::{attention, attention_slow};
 pub use conv2d::{conv2d, conv2d_slow};
 pub use element::supports_dtype;
 pub use error::{KernelError, Result};
+pub use gemm_bf16::{bf16_compute_available, bf16_matmul};
+pub use linear::{linear, linear_slow};
 pub use norm::{group_norm, group_norm_slow, layer_norm, layer_norm_slow, Activation};
 pub use threads::{enabled, kernel_threads, physical_cores};

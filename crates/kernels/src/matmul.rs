@@ -33,6 +33,17 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
     matches!(last, Some(last) if last < len && row_stride <= isize::MAX as usize && col_stride <= isize::MAX as usize)
 }
 
+/// Whether every element of `view` lies inside its slice.
+pub(crate) fn view_fits(view: &MatRef<'_>) -> bool {
+    fits(
+        view.data.len(),
+        view.rows,
+        view.cols,
+        view.row_stride,
+        view.col_stride,
+    )
+}
+
 /// How many threads one product may use.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Threads {
