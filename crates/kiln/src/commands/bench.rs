@@ -18,8 +18,7 @@ use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionEvent, ExecutionObserver, ExecutionRequest, Executor, Validator};
 use kiln_nodes::{builtin_registry, NodeServices};
 use kiln_runtime::{
-    detect_device, detect_host, simulated_profile, BackendKind, CapabilityProfile, PlanOptions,
-    Planner,
+    detect_device, detect_host, simulated_profile, CapabilityProfile, PlanOptions, Planner,
 };
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Size, Storage};
 use serde::Serialize;
@@ -181,17 +180,10 @@ fn bench_profile(
     options: &PlanOptions,
     simulate: Option<&str>,
 ) -> anyhow::Result<CapabilityProfile> {
-    let (mut profile, _) = match simulate {
+    let (profile, _) = match simulate {
         Some(name) => (simulated_profile(name)?, None),
         None => detect_device(options),
     };
-    if profile.backend == BackendKind::Cpu && simulate.is_none() {
-        // kiln-models runs unmasked attention on the CPU through kiln-kernels' fused kernel, but
-        // the runtime's CPU profile does not offer it yet; say so here so that
-        // `--use-pytorch-cross-attention` can pick it (ComfyUI's default CPU path, sub-quadratic,
-        // stays the default).
-        profile.fused_attention = true;
-    }
     Ok(profile)
 }
 
