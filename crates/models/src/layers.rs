@@ -57,6 +57,16 @@ impl Linear {
                 q.forward(&x.to_dtype(candle_core::DType::F32)?)?
                     .to_dtype(dtype)?
             }
+            None if use_bf16_linear(x) => {
+                // The kernel adds the bias itself, in f32 before rounding to bf16.
+                let w = self.weights.get("weight")?;
+                let bias = if self.has_bias {
+                    Some(self.weights.get("bias")?)
+                } else {
+                    None
+                };
+                return kiln_kernels::linear(x, &w, bias.as_ref()).map_err(from_kernel);
+            }
             None => {
                 let w = self.weights.get("weight")?;
                 match x.dims() {
@@ -417,6 +427,14 @@ impl Embedding {
 /// benchmarking switch).
 pub(crate) fn use_cpu_kernel(x: &Tensor) -> bool {
     x.device().is_cpu() && kiln_kernels::supports_dtype(x.dtype()) && kiln_kernels::enabled()
+}
+
+/// Whether a linear layer on `x` takes `kiln_kernels::linear`: bf16 on the CPU where it multiplies
+/// bf16 natively (AVX512-BF16); candle's CPU bf16 matmul widens both operands to f32 per call.
+fn use_bf16_linear(x: &Tensor) -> bool {
+    x.dtype() == candle_core::DType::BF16
+        && use_cpu_kernel(x)
+        && kiln_kernels::bf16_compute_available()
 }
 
 /// A kernel failure as this crate's error.

@@ -217,9 +217,13 @@ pub struct CapabilityProfile {
     pub macos: Option<MacOsVersion>,
     /// CUDA compute capability, for CUDA profiles.
     pub cuda_capability: Option<CudaCapability>,
-    /// CPU SIMD features found on the host (`avx2`, `avx512f`, `avx512_bf16`, …). Informational:
-    /// candle's CPU kernels choose their own paths.
+    /// CPU SIMD features found on the host (`avx2`, `avx512f`, `avx512_bf16`, …). Reported for
+    /// `kiln doctor`; only `avx512_bf16` changes plans, through [`Self::fast_bf16`].
     pub cpu_features: Vec<String>,
+    /// The CPU multiplies bf16 natively with f32 sums (AVX512-BF16), so kiln-kernels' bf16
+    /// convolutions and linears are fast. Only then may `--bf16-unet`/`--bf16-vae` compute in bf16
+    /// on the CPU; see [`CapabilityProfile::with_fast_bf16`].
+    pub fast_bf16: bool,
 }
 
 fn serialize_computes<S: Serializer>(
@@ -303,7 +307,9 @@ impl CapabilityProfile {
         let everything = vec![DType::F32, DType::F16, DType::BF16, DType::F64];
         let computes = BTreeMap::from([
             // BF16 matmul works only through the widen-to-F32 special case; listed so the plan can
-            // say it runs, but the planner never picks BF16 on the CPU (ComfyUI doesn't either).
+            // say it runs, but the planner picks BF16 on the CPU only for `--bf16-unet`/
+            // `--bf16-vae` on a fast-bf16 profile ([`CapabilityProfile::with_fast_bf16`]), where
+            // kiln-kernels' bf16 linear and conv take over. ComfyUI never does.
             (OpFamily::Matmul, everything.clone()),
             (OpFamily::Conv, vec![DType::F32, DType::F16, DType::F64]),
             (OpFamily::Softmax, everything.clone()),
@@ -328,6 +334,7 @@ impl CapabilityProfile {
             macos: None,
             cuda_capability: None,
             cpu_features: Vec::new(),
+            fast_bf16: false,
         }
     }
 
@@ -371,6 +378,7 @@ impl CapabilityProfile {
             macos: Some(macos),
             cuda_capability: None,
             cpu_features: Vec::new(),
+            fast_bf16: false,
         }
     }
 
@@ -419,7 +427,23 @@ impl CapabilityProfile {
             macos: None,
             cuda_capability: Some(capability),
             cpu_features: Vec::new(),
+            fast_bf16: false,
         }
+    }
+
+    /// This CPU profile with fast bf16 compute (AVX512-BF16): bf16 convolutions join the compute
+    /// list, since kiln-kernels' conv2d multiplies bf16 with f32 sums there. Other backends are
+    /// returned unchanged (their bf16 support comes from the GPU).
+    pub fn with_fast_bf16(mut self) -> Self {
+        if self.backend != BackendKind::Cpu {
+            return self;
+        }
+        self.fast_bf16 = true;
+        let conv = self.computes.entry(OpFamily::Conv).or_default();
+        if !conv.contains(&DType::BF16) {
+            conv.push(DType::BF16);
+        }
+        self
     }
 
     /// True when a device tensor may have this storage dtype and be widened on the device. GGUF
@@ -508,6 +532,21 @@ mod tests {
         assert!(!cpu.computes_all(DType::BF16));
         assert!(cpu.computes_all(DType::F32));
         assert!(!cpu.computes(OpFamily::Matmul, DType::F8E4M3));
+    }
+
+    #[test]
+    fn fast_bf16_cpu_adds_bf16_conv_and_gpus_ignore_it() {
+        let plain = CapabilityProfile::cpu("cpu", "test", 8 * GIB, 4 * GIB);
+        assert!(!plain.fast_bf16);
+        let fast = plain.clone().with_fast_bf16();
+        assert!(fast.fast_bf16);
+        assert!(fast.computes(OpFamily::Conv, DType::BF16));
+        assert!(fast.computes_all(DType::BF16));
+        assert!(fast.computes(OpFamily::Conv, DType::F32));
+        let t4 = CapabilityProfile::cuda("t4", "t", CudaCapability::new(7, 5), GIB, GIB);
+        let t4 = t4.with_fast_bf16();
+        assert!(!t4.fast_bf16);
+        assert!(!t4.computes(OpFamily::Conv, DType::BF16));
     }
 
     #[test]

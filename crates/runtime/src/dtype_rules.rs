@@ -8,7 +8,7 @@ use kiln_weights::{GgufType, StorageDType};
 
 use crate::capability::{BackendKind, CapabilityProfile, OpFamily};
 use crate::memory::minimum_inference_bytes;
-use crate::options::{GlobalPrecision, PlanOptions};
+use crate::options::{ForcedDType, GlobalPrecision, PlanOptions};
 use crate::RuntimeError;
 
 /// A component's storage and compute dtype with the facts that decided them.
@@ -135,6 +135,18 @@ impl Target<'_> {
     /// computes bf16 for every needed op family (Metal: macOS 14+, CUDA: sm80+).
     fn bf16_ok(&self) -> bool {
         self.profile.backend != BackendKind::Cpu
+            && self.options.precision != GlobalPrecision::ForceFp32
+            && self.profile.computes_for(self.families, DType::BF16)
+    }
+
+    /// Kiln's opt-in CPU bf16 compute: the CPU multiplies bf16 natively (AVX512-BF16), the user
+    /// asked for bf16 with `flag` (`--bf16-unet`/`--bf16-vae`), `--force-fp32` is off and every
+    /// needed op family runs in bf16. ComfyUI computes f32 here; the kernels' f32 sums keep the
+    /// image within 35 dB of it.
+    fn cpu_fast_bf16(&self, flag: Option<ForcedDType>) -> bool {
+        self.profile.backend == BackendKind::Cpu
+            && self.profile.fast_bf16
+            && flag == Some(ForcedDType::BF16)
             && self.options.precision != GlobalPrecision::ForceFp32
             && self.profile.computes_for(self.families, DType::BF16)
     }
@@ -288,6 +300,12 @@ fn comfy_compute(
         }
         StorageDType::BF16 if target.bf16_ok() => {
             return (DType::BF16, "computes bf16 as stored".to_string());
+        }
+        StorageDType::BF16 if target.cpu_fast_bf16(target.options.unet_dtype) => {
+            return (
+                DType::BF16,
+                "bf16 compute: CPU has AVX512-BF16 (--bf16-unet)".to_string(),
+            );
         }
         _ => {}
     }
@@ -451,6 +469,24 @@ pub(crate) fn vae_precision(
     }
     let label = target.profile.label();
     let (compute, compute_why) = match target.options.vae_dtype {
+        Some(ForcedDType::BF16) if target.profile.backend == BackendKind::Cpu => {
+            if target.cpu_fast_bf16(target.options.vae_dtype) {
+                (
+                    DType::BF16,
+                    "bf16 compute: CPU has AVX512-BF16 (--bf16-vae)".to_string(),
+                )
+            } else if target.profile.fast_bf16 {
+                (
+                    DType::F32,
+                    "computes f32: --bf16-vae but --force-fp32".to_string(),
+                )
+            } else {
+                (
+                    DType::F32,
+                    format!("computes f32: --bf16-vae but {label} has no AVX512-BF16"),
+                )
+            }
+        }
         Some(forced) => {
             let flag = format!("--{}-vae", forced.flag_stem());
             match float_dtype(forced.storage_dtype()) {

@@ -77,8 +77,9 @@ fn cpuinfo_has_flag(flag: &str) -> bool {
         .is_some_and(|line| line.split_whitespace().any(|word| word == flag))
 }
 
-/// The real host CPU: RAM from the OS, SIMD features from the CPU. candle's CPU backend decides
-/// its kernels itself; the features are reported for `kiln doctor`, not used to plan.
+/// The real host CPU: RAM from the OS, SIMD features from the CPU. The features are reported for
+/// `kiln doctor`; only `avx512_bf16` plans differently, marking the profile fast in bf16
+/// ([`CapabilityProfile::with_fast_bf16`]) so `--bf16-unet`/`--bf16-vae` compute in bf16.
 pub fn detect_host() -> CapabilityProfile {
     let (total, free) = system_memory();
     let features = cpu_features();
@@ -88,7 +89,11 @@ pub fn detect_host() -> CapabilityProfile {
     } else {
         format!("{brand} ({})", features.join(", "))
     };
+    let fast_bf16 = features.iter().any(|feature| feature == "avx512_bf16");
     let mut profile = CapabilityProfile::cpu("host", &description, total, free);
+    if fast_bf16 {
+        profile = profile.with_fast_bf16();
+    }
     profile.cpu_features = features;
     profile
 }
@@ -203,6 +208,12 @@ mod tests {
         assert_eq!(host.name, "host");
         assert!(host.total_memory > 0);
         assert!(host.free_memory <= host.total_memory);
+        let has_bf16 = host.cpu_features.iter().any(|f| f == "avx512_bf16");
+        assert_eq!(host.fast_bf16, has_bf16);
+        assert_eq!(
+            host.computes(crate::capability::OpFamily::Conv, candle_core::DType::BF16),
+            has_bf16
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -26,6 +26,19 @@ const REGISTRY: &[SimulatedProfile] = &[
         },
     },
     SimulatedProfile {
+        name: "cpu-avx512bf16",
+        build: || {
+            CapabilityProfile::cpu(
+                "cpu-avx512bf16",
+                "64-bit CPU with AVX512-BF16, 32 GiB RAM (28 GiB available): --bf16-unet/--bf16-vae \
+                 compute bf16",
+                32 * GIB,
+                28 * GIB,
+            )
+            .with_fast_bf16()
+        },
+    },
+    SimulatedProfile {
         name: "metal-m1",
         build: || {
             CapabilityProfile::metal(
@@ -129,7 +142,7 @@ mod tests {
     #[test]
     fn every_registered_name_builds_a_profile_of_that_name() {
         let names = profile_names();
-        assert!(names.len() >= 7);
+        assert!(names.len() >= 8);
         for name in names {
             let profile = simulated(name).unwrap();
             assert_eq!(profile.name, name);
@@ -148,6 +161,16 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(err.to_string().contains("cuda-sm86"));
+    }
+
+    #[test]
+    fn only_the_avx512bf16_cpu_is_fast_in_bf16() {
+        assert!(simulated("cpu-avx512bf16").unwrap().fast_bf16);
+        assert!(!simulated("cpu").unwrap().fast_bf16);
+        assert_eq!(
+            simulated("cpu-avx512bf16").unwrap().backend,
+            BackendKind::Cpu
+        );
     }
 
     #[test]
