@@ -196,19 +196,23 @@ pub(crate) fn lookup_table(
     compute: DType,
     device: &Device,
 ) -> Result<Tensor, RuntimeError> {
-    let table = decode_table(format).ok_or_else(|| RuntimeError::UnsupportedTensorDType {
-        tensor: "fp8 lookup table".to_string(),
-        dtype: format,
-    })?;
-    let values: Vec<f32> = match scale {
-        Some(scale) => table.iter().map(|v| v * scale).collect(),
-        None => table.to_vec(),
-    };
-    Tensor::from_vec(values, 256, device)
+    Tensor::from_vec(scaled_table(format, scale)?, 256, device)
         .and_then(|t| t.to_dtype(compute))
         .map_err(RuntimeError::candle(format!(
             "building the {format} lookup table"
         )))
+}
+
+/// `format`'s 256 decoded values times `scale`, in f32.
+fn scaled_table(format: StorageDType, scale: Option<f32>) -> Result<Vec<f32>, RuntimeError> {
+    let table = decode_table(format).ok_or_else(|| RuntimeError::UnsupportedTensorDType {
+        tensor: "fp8 lookup table".to_string(),
+        dtype: format,
+    })?;
+    Ok(match scale {
+        Some(scale) => table.iter().map(|v| v * scale).collect(),
+        None => table.to_vec(),
+    })
 }
 
 /// `codes` decoded through `format`'s table times `scale`, as f32, split over the cores. On the
@@ -220,14 +224,7 @@ fn decode_codes(
     format: StorageDType,
     scale: Option<f32>,
 ) -> Result<Vec<f32>, RuntimeError> {
-    let table = decode_table(format).ok_or_else(|| RuntimeError::UnsupportedTensorDType {
-        tensor: "fp8 lookup table".to_string(),
-        dtype: format,
-    })?;
-    let table: Vec<f32> = match scale {
-        Some(scale) => table.iter().map(|v| v * scale).collect(),
-        None => table.to_vec(),
-    };
+    let table = scaled_table(format, scale)?;
     let mut values = vec![0f32; count];
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = count.div_ceil(threads.max(1)).max(1 << 16);
@@ -245,34 +242,14 @@ fn decode_codes(
     Ok(values)
 }
 
-/// Contiguous CPU fp8 bytes decoded on the host ([`decode_codes`]); `None` off the CPU.
-fn decode_fp8_bytes_on_host(
-    bytes: &Tensor,
+/// `tensor` (contiguous, on the CPU) decoded on the host ([`decode_codes`]) from its elements
+/// of type `T` read as fp8 codes by `code`, into `shape`; `None` off the CPU.
+fn decode_on_host<T: candle_core::WithDType>(
+    tensor: &Tensor,
+    code: impl Fn(&T) -> u8 + Sync,
     format: StorageDType,
     scale: Option<f32>,
     shape: &Shape,
-) -> Result<Option<Tensor>, RuntimeError> {
-    if !bytes.device().is_cpu() || !bytes.is_contiguous() {
-        return Ok(None);
-    }
-    let (storage, layout) = bytes.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return Ok(None);
-    };
-    let codes = cpu
-        .as_slice::<u8>()
-        .map_err(RuntimeError::candle("reading fp8 bytes"))?;
-    let codes = &codes[layout.start_offset()..layout.start_offset() + bytes.elem_count()];
-    let values = decode_codes(|i| codes[i], codes.len(), format, scale)?;
-    Tensor::from_vec(values, shape.clone(), &Device::Cpu)
-        .map(Some)
-        .map_err(RuntimeError::candle("shaping decoded fp8 bytes"))
-}
-
-/// A contiguous CPU `F8E4M3` tensor decoded on the host ([`decode_codes`]); `None` off the CPU.
-fn decode_fp8_native_on_host(
-    tensor: &Tensor,
-    scale: Option<f32>,
 ) -> Result<Option<Tensor>, RuntimeError> {
     if !tensor.device().is_cpu() || !tensor.is_contiguous() {
         return Ok(None);
@@ -281,19 +258,15 @@ fn decode_fp8_native_on_host(
     let candle_core::Storage::Cpu(cpu) = &*storage else {
         return Ok(None);
     };
-    let codes = cpu
-        .as_slice::<float8::F8E4M3>()
-        .map_err(RuntimeError::candle("reading f8e4m3 codes"))?;
-    let codes = &codes[layout.start_offset()..layout.start_offset() + tensor.elem_count()];
-    let values = decode_codes(
-        |i| codes[i].to_bits(),
-        codes.len(),
-        StorageDType::F8E4M3,
-        scale,
-    )?;
-    Tensor::from_vec(values, tensor.shape().clone(), &Device::Cpu)
+    let elements = cpu
+        .as_slice::<T>()
+        .map_err(RuntimeError::candle("reading fp8 codes"))?;
+    let start = layout.start_offset();
+    let elements = &elements[start..start + tensor.elem_count()];
+    let values = decode_codes(|i| code(&elements[i]), elements.len(), format, scale)?;
+    Tensor::from_vec(values, shape.clone(), &Device::Cpu)
         .map(Some)
-        .map_err(RuntimeError::candle("shaping decoded f8e4m3"))
+        .map_err(RuntimeError::candle("shaping decoded fp8 codes"))
 }
 
 /// GGUF blocks copied byte for byte to `device`.
@@ -450,7 +423,9 @@ impl HeldTensor {
                 shape,
                 scale,
             } => {
-                if let Some(widened) = decode_fp8_bytes_on_host(bytes, *format, *scale, shape)? {
+                if let Some(widened) =
+                    decode_on_host(bytes, |code: &u8| *code, *format, *scale, shape)?
+                {
                     return widened
                         .to_dtype(compute)
                         .map_err(RuntimeError::candle("widening decoded fp8 bytes"));
@@ -464,7 +439,10 @@ impl HeldTensor {
                     ))
             }
             HeldTensor::Fp8Native { tensor, scale } => {
-                if let Some(widened) = decode_fp8_native_on_host(tensor, *scale)? {
+                let code = |value: &float8::F8E4M3| value.to_bits();
+                if let Some(widened) =
+                    decode_on_host(tensor, code, StorageDType::F8E4M3, *scale, tensor.shape())?
+                {
                     return widened
                         .to_dtype(compute)
                         .map_err(RuntimeError::candle("widening decoded f8e4m3"));
@@ -599,6 +577,47 @@ mod tests {
     /// Equal values, or both NaN (the sign of NaN is not kept: 0xFF becomes +NaN).
     fn same(got: f32, want: f32) -> bool {
         got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+    }
+
+    #[test]
+    fn host_decode_of_every_fp8_code_equals_the_tables_and_candles_cast() {
+        let codes: Vec<u8> = (0..=255).collect();
+        let scale = Some(0.37f32);
+        // f8e4m3 held natively: the host decode against candle's own cast times the scale.
+        let native =
+            Tensor::from_raw_buffer(&codes, DType::F8E4M3, &[16, 16], &Device::Cpu).unwrap();
+        let cast = (native.to_dtype(DType::F32).unwrap() * 0.37f64).unwrap();
+        let held = HeldTensor::Fp8Native {
+            tensor: native,
+            scale,
+        };
+        let got = held.widen(DType::F32).unwrap();
+        assert_eq!(got.dims(), &[16, 16]);
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = cast.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (code, (g, w)) in got.iter().zip(&want).enumerate() {
+            // candle's scaling adds 0.0, which turns −0 into +0; the table keeps PyTorch's −0.
+            let equal = g == w || (g.is_nan() && w.is_nan());
+            assert!(equal, "f8e4m3 code {code:#04x}: {g} vs {w}");
+        }
+        // Bytes of both formats: the host decode against the table, scale applied once.
+        for format in [StorageDType::F8E4M3, StorageDType::F8E5M2] {
+            let held = HeldTensor::fp8_bytes(
+                codes.clone(),
+                format,
+                Shape::from_dims(&[256]),
+                scale,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let got = held.widen(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            let table = decode_table(format).unwrap();
+            for code in 0..255usize {
+                // 0xFF is stored as 0x7F (see canonical_fp8_codes); both are NaN in e4m3fn.
+                let want = table[code] * 0.37;
+                assert!(same(got[code], want), "{format} code {code:#04x}");
+            }
+        }
     }
 
     #[test]
