@@ -8,7 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod parity;
+
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+use parity::read_png;
 use serde_json::{json, Value};
 
 /// A base directory with the tiny SD1 checkpoint in `models/checkpoints`.
@@ -131,22 +134,6 @@ fn api_prompt(ckpt: &str) -> Value {
     })
 }
 
-fn png_chunks_and_pixels(path: &Path) -> (Vec<(String, String)>, Vec<u8>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let chunks = reader
-        .info()
-        .uncompressed_latin1_text
-        .iter()
-        .map(|c| (c.keyword.clone(), c.text.clone()))
-        .collect();
-    let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
-    let frame = reader.next_frame(&mut buffer).unwrap();
-    assert_eq!((frame.width, frame.height), (64, 64));
-    buffer.truncate(frame.buffer_size());
-    (chunks, buffer)
-}
-
 #[test]
 fn default_workflow_saves_a_png_that_reproduces_itself() {
     let base = Base::new();
@@ -157,7 +144,7 @@ fn default_workflow_saves_a_png_that_reproduces_itself() {
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(stdout.contains(saved.to_str().unwrap()), "{stdout}");
 
-    let (chunks, pixels) = png_chunks_and_pixels(&saved);
+    let (pixels, chunks) = read_png(&saved);
     let keys: Vec<&str> = chunks.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["prompt", "workflow"]);
     let prompt: Value = serde_json::from_str(&chunks[0].1).unwrap();
@@ -174,7 +161,7 @@ fn default_workflow_saves_a_png_that_reproduces_itself() {
 
     let again = base.kiln(&["run", saved.to_str().unwrap()]);
     assert!(again.status.success(), "{}", stderr(&again));
-    let (chunks2, pixels2) = png_chunks_and_pixels(&base.output().join("ComfyUI_00002_.png"));
+    let (pixels2, chunks2) = read_png(&base.output().join("ComfyUI_00002_.png"));
     assert_eq!(pixels, pixels2);
     assert_eq!(chunks, chunks2);
 }
@@ -194,7 +181,7 @@ fn set_overrides_change_the_result_and_disable_metadata_drops_chunks() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let saved = base.output().join("sub").join("x_00001_.png");
-    let (chunks, _) = png_chunks_and_pixels(&saved);
+    let (_, chunks) = read_png(&saved);
     assert!(chunks.is_empty());
     let unknown = base.kiln(&["run", &prompt, "--set", "3.sed=6"]);
     assert!(!unknown.status.success());
