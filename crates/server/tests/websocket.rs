@@ -130,7 +130,13 @@ async fn a_prompt_over_real_sockets() {
         ))
         .await
         .unwrap();
-    let (flags, _) = next(&mut socket).await;
+    // Status broadcasts may come at any time (the engine announces the queue when it starts).
+    let flags = loop {
+        let (message, _) = next(&mut socket).await;
+        if message["type"] != "status" {
+            break message;
+        }
+    };
     assert_eq!(flags["type"], "feature_flags");
     assert_eq!(flags["data"]["supports_preview_metadata"], true);
     assert!(flags["data"]["max_upload_size"].is_u64());
