@@ -2,7 +2,10 @@
 //! whose im2col columns fit a fixed scratch size, each band multiplied by the weight matrix with
 //! the multithreaded gemm. 1×1 convolutions skip im2col and multiply the input in place. Inputs in
 //! bf16/f16 are widened while the columns are gathered, so the product accumulates in f32; bf16
-//! inputs on CPUs with AVX512-BF16 multiply in bf16 instead (same products, f32 sums).
+//! inputs on CPUs with AVX512-BF16 multiply in bf16 instead (same products, f32 sums). The weight
+//! may be held in another dtype than the input (16-bit weights of an f32 model are widened per
+//! call, exactly, so the model never keeps an f32 copy), and [`Products::Bf16`] multiplies f32
+//! inputs in bf16 too.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
@@ -10,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::element::{contiguous, supports_dtype, widen, Element};
 use crate::error::{KernelError, Result};
-use crate::gemm_bf16::{matmul_bf16, PackedLhs, RhsRows};
+use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
 use crate::threads::install;
 
@@ -46,11 +49,12 @@ impl Geometry {
 struct Conv2dOp {
     geometry: Geometry,
     bias: Option<Vec<f32>>,
+    products: Products,
 }
 
 /// `conv2d(x, weight) + bias` for `x` `[B, C, H, W]` and `weight` `[O, C, kh, kw]` on the CPU,
 /// square `padding` and `stride`, no dilation or groups. The result has `x`'s dtype; products
-/// accumulate in f32.
+/// accumulate in f32. `weight` may be f32, bf16 or f16 whatever `x` is.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -58,15 +62,29 @@ pub fn conv2d(
     padding: usize,
     stride: usize,
 ) -> Result<Tensor> {
+    conv2d_with(x, weight, bias, padding, stride, Products::AsInput)
+}
+
+/// [`conv2d`] with the products multiplied as `products` says.
+pub fn conv2d_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    products: Products,
+) -> Result<Tensor> {
     const OP: &str = "conv2d";
     if !x.device().is_cpu() || !weight.device().is_cpu() {
         return Err(KernelError::NotOnCpu { op: OP, input: "x" });
     }
-    if !supports_dtype(x.dtype()) {
-        return Err(KernelError::UnsupportedDType {
-            op: OP,
-            dtype: x.dtype().as_str(),
-        });
+    for input in [x, weight] {
+        if !supports_dtype(input.dtype()) {
+            return Err(KernelError::UnsupportedDType {
+                op: OP,
+                dtype: input.dtype().as_str(),
+            });
+        }
     }
     let (batch, in_channels, height, width) = x.dims4().map_err(|_| KernelError::Shape {
         op: OP,
@@ -122,8 +140,8 @@ pub fn conv2d(
             out_w,
         },
         bias,
+        products,
     };
-    let weight = weight.to_dtype(x.dtype())?;
     Ok(x.contiguous()?
         .apply_op2_no_bwd(&weight.contiguous()?, &op)?)
 }
@@ -156,18 +174,21 @@ impl CustomOp2 for Conv2dOp {
         w_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geometry;
-        let out = match (x, w) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => self.run(x, x_layout, w, w_layout)?,
-            (CpuStorage::BF16(x), CpuStorage::BF16(w)) => self.run(x, x_layout, w, w_layout)?,
-            (CpuStorage::F16(x), CpuStorage::F16(w)) => self.run(x, x_layout, w, w_layout)?,
-            _ => {
-                return Err(candle_core::Error::Msg(format!(
-                    "kiln-conv2d: unsupported dtypes {:?} × {:?}",
-                    x.dtype(),
-                    w.dtype()
-                )))
-            }
-        };
+        // Every input × weight dtype pair: 16-bit weights of an f32 model are widened per call.
+        macro_rules! dispatch {
+            ($($x:ident),*) => {
+                match x {
+                    $(CpuStorage::$x(x) => match w {
+                        CpuStorage::F32(w) => self.run(x, x_layout, w, w_layout)?,
+                        CpuStorage::BF16(w) => self.run(x, x_layout, w, w_layout)?,
+                        CpuStorage::F16(w) => self.run(x, x_layout, w, w_layout)?,
+                        _ => return Err(unsupported(w.dtype())),
+                    },)*
+                    _ => return Err(unsupported(x.dtype())),
+                }
+            };
+        }
+        let out = dispatch!(F32, BF16, F16);
         Ok((
             out,
             Shape::from((g.batch, g.out_channels, g.out_h, g.out_w)),
@@ -175,12 +196,16 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
+fn unsupported(dtype: candle_core::DType) -> candle_core::Error {
+    candle_core::Error::Msg(format!("kiln-conv2d: unsupported dtype {dtype:?}"))
+}
+
 impl Conv2dOp {
-    fn run<T: Element>(
+    fn run<T: Element, W: Element>(
         &self,
         x: &[T],
         x_layout: &Layout,
-        w: &[T],
+        w: &[W],
         w_layout: &Layout,
     ) -> candle_core::Result<CpuStorage> {
         let g = self.geometry;
@@ -197,14 +222,26 @@ impl Conv2dOp {
         }
         let out = install(|| -> candle_core::Result<Vec<f32>> {
             // bf16 inputs multiply in bf16 where the CPU can (the same products as widening
-            // them, summed in f32 in another order); their weights are packed once per call.
-            let packed_weight = match T::as_bf16(w) {
-                Some(w) if crate::gemm_bf16::available() => Some(
-                    PackedLhs::from_bf16(w, g.out_channels, g.patch()).ok_or_else(|| {
-                        candle_core::Error::Msg("kiln-conv2d: weight size disagrees".into())
-                    })?,
-                ),
-                _ => None,
+            // them, summed in f32 in another order), and f32 inputs when asked to; the weight is
+            // packed once per call.
+            let bf16_products = crate::gemm_bf16::available()
+                && (T::as_bf16(x).is_some() || self.products == Products::Bf16);
+            let size_error =
+                || candle_core::Error::Msg("kiln-conv2d: weight size disagrees".into());
+            let packed_weight = if bf16_products {
+                Some(match W::as_bf16(w) {
+                    Some(w) => PackedLhs::from_bf16(w, g.out_channels, g.patch()),
+                    None => PackedLhs::new(MatRef {
+                        data: &widen(w),
+                        rows: g.out_channels,
+                        cols: g.patch(),
+                        row_stride: g.patch(),
+                        col_stride: 1,
+                    }),
+                }
+                .ok_or_else(size_error)?)
+            } else {
+                None
             };
             let weight = match packed_weight {
                 Some(_) => std::borrow::Cow::Borrowed(&[][..]),
@@ -228,7 +265,7 @@ impl Conv2dOp {
                 .chunks_exact(plane_in)
                 .zip(out.chunks_exact_mut(plane_out * g.out_channels))
             {
-                if g.is_pointwise() {
+                if g.is_pointwise() && packed_weight.is_none() {
                     if let Some(image) = T::as_f32(image) {
                         let input = MatRef {
                             data: image,
@@ -265,8 +302,8 @@ impl Conv2dOp {
                         row_stride: plane_out,
                         col_stride: 1,
                     };
-                    let multiplied = match (&packed_weight, T::as_bf16(image)) {
-                        (Some(packed), Some(image)) => {
+                    let multiplied = match &packed_weight {
+                        Some(packed) => {
                             let source = Bf16Columns {
                                 image,
                                 geometry: &g,
@@ -275,7 +312,7 @@ impl Conv2dOp {
                             };
                             matmul_bf16(dst, packed, &source, accumulate)
                         }
-                        _ => {
+                        None => {
                             columns.resize(g.patch() * band_rows * g.out_w, 0.0);
                             let columns = &mut columns[..g.patch() * band];
                             gather_columns(image, &g, first_row, rows, columns);
@@ -359,17 +396,17 @@ fn gather_columns<T: Element>(
         });
 }
 
-/// The im2col columns of output rows `first_row..first_row + rows` of one bf16 image, read
-/// straight into the bf16 product's packing (rows of the matrix are `(channel, ky, kx)` taps,
-/// columns the band's output pixels).
-struct Bf16Columns<'a> {
-    image: &'a [half::bf16],
+/// The im2col columns of output rows `first_row..first_row + rows` of one image, read straight
+/// into the bf16 product's packing (rounded to bf16 unless they are bf16 already; rows of the
+/// matrix are `(channel, ky, kx)` taps, columns the band's output pixels).
+struct Bf16Columns<'a, T> {
+    image: &'a [T],
     geometry: &'a Geometry,
     first_row: usize,
     rows: usize,
 }
 
-impl RhsRows for Bf16Columns<'_> {
+impl<T: Element> RhsRows for Bf16Columns<'_, T> {
     fn rows(&self) -> usize {
         self.geometry.patch()
     }
@@ -411,14 +448,14 @@ impl RhsRows for Bf16Columns<'_> {
                 let out = &mut out[lo - ox..hi - ox];
                 if g.stride == 1 {
                     for (d, s) in out.iter_mut().zip(&src_row[start..start + (hi - lo)]) {
-                        *d = s.to_bits();
+                        *d = s.to_bf16_bits();
                     }
                 } else {
                     for (d, s) in out
                         .iter_mut()
                         .zip(src_row[start..].iter().step_by(g.stride))
                     {
-                        *d = s.to_bits();
+                        *d = s.to_bf16_bits();
                     }
                 }
             }

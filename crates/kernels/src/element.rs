@@ -14,6 +14,10 @@ pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn as_bf16(_values: &[Self]) -> Option<&[bf16]> {
         None
     }
+    /// The value as bf16 bits: its own bits when it is bf16, else rounded to nearest even.
+    fn to_bf16_bits(self) -> u16 {
+        crate::gemm_bf16::bf16_bits(self.to_f32()) as u16
+    }
     /// Values of this type as candle storage.
     fn into_storage(values: Vec<Self>) -> CpuStorage;
     /// f32 results rounded to this type, as candle storage.
@@ -58,6 +62,10 @@ impl Element for bf16 {
     fn as_bf16(values: &[Self]) -> Option<&[bf16]> {
         Some(values)
     }
+    #[inline(always)]
+    fn to_bf16_bits(self) -> u16 {
+        self.to_bits()
+    }
     fn storage_from_f32(values: Vec<f32>) -> CpuStorage {
         CpuStorage::BF16(crate::threads::par_map(&values, bf16::from_f32))
     }
@@ -101,4 +109,64 @@ pub(crate) fn widen<T: Element>(values: &[T]) -> Cow<'_, [f32]> {
         Some(same) => Cow::Borrowed(same),
         None => Cow::Owned(crate::threads::par_map(values, T::to_f32)),
     }
+}
+
+/// A CPU tensor's values, borrowed in their element type.
+pub(crate) enum Values<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+    F16(&'a [f16]),
+}
+
+/// Calls `read` with the values of `tensor` (made contiguous first when it is a strided view):
+/// kernels read held weights in place instead of copying them out per call.
+pub(crate) fn with_values<R>(
+    tensor: &candle_core::Tensor,
+    op: &'static str,
+    input: &'static str,
+    read: impl FnOnce(Values<'_>) -> R,
+) -> crate::Result<R> {
+    let tensor = tensor.contiguous()?;
+    let (storage, layout) = tensor.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(crate::KernelError::NotOnCpu { op, input });
+    };
+    let strided = || crate::KernelError::Shape {
+        op,
+        input,
+        actual: layout.dims().to_vec(),
+        expected: "a contiguous tensor".to_string(),
+    };
+    Ok(match cpu {
+        CpuStorage::F32(v) => read(Values::F32(contiguous(v, layout).ok_or_else(strided)?)),
+        CpuStorage::BF16(v) => read(Values::Bf16(contiguous(v, layout).ok_or_else(strided)?)),
+        CpuStorage::F16(v) => read(Values::F16(contiguous(v, layout).ok_or_else(strided)?)),
+        _ => {
+            return Err(crate::KernelError::UnsupportedDType {
+                op,
+                dtype: tensor.dtype().as_str(),
+            })
+        }
+    })
+}
+
+/// `tensor` in f32, widened on all cores when it is 16-bit (the same values as candle's cast).
+pub(crate) fn widened_f32(
+    tensor: &candle_core::Tensor,
+    op: &'static str,
+    input: &'static str,
+) -> crate::Result<candle_core::Tensor> {
+    if tensor.dtype() == DType::F32 {
+        return Ok(tensor.clone());
+    }
+    let values = with_values(tensor, op, input, |values| match values {
+        Values::F32(v) => v.to_vec(),
+        Values::Bf16(v) => crate::threads::par_map(v, bf16::to_f32),
+        Values::F16(v) => crate::threads::par_map(v, f16::to_f32),
+    })?;
+    Ok(candle_core::Tensor::from_vec(
+        values,
+        tensor.shape(),
+        tensor.device(),
+    )?)
 }

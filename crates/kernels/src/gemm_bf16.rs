@@ -36,7 +36,7 @@ pub(crate) fn available() -> bool {
 /// f32 rounded to bf16 (nearest, ties to even; NaN stays a quiet NaN), as raw bits. Branch-free
 /// apart from a select, so packing loops vectorise.
 #[inline(always)]
-fn bf16_bits(value: f32) -> u32 {
+pub(crate) fn bf16_bits(value: f32) -> u32 {
     let bits = value.to_bits();
     let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
     if value.is_nan() {
@@ -495,6 +495,19 @@ mod fast {
     pub(super) fn kernel(k_pairs: usize, a: &[u32], b: &[u32], c: &mut [f32], tile: Tile) {
         super::portable_kernel(k_pairs, a, b, c, tile);
     }
+}
+
+/// How a kernel's matrix products multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Products {
+    /// In the input's precision: f32 inputs (and 16-bit weights, widened exactly) multiply in
+    /// f32; bf16 inputs multiply in bf16 where the CPU can.
+    #[default]
+    AsInput,
+    /// Both operands rounded to bf16, products summed in f32, where the CPU multiplies bf16
+    /// natively ([`bf16_compute_available`]); otherwise as [`Products::AsInput`]. Activations
+    /// stay f32 around the product (as PyTorch's CPU autocast keeps norms and softmax in f32).
+    Bf16,
 }
 
 /// Whether this CPU multiplies bf16 natively (AVX512-BF16, detected at run time), so bf16

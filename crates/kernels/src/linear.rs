@@ -1,21 +1,43 @@
-//! A linear layer, `x·Wᵀ + b`, for bf16 inputs on CPUs with AVX512-BF16: the bf16 product with
-//! f32 sums (candle's own bf16 matmul on the CPU is slower than its f32 one). Every other dtype
-//! or CPU takes candle's matmul, the same as [`linear_slow`].
+//! A linear layer, `x·Wᵀ + b`, on the CPU. bf16 inputs — and f32 inputs under
+//! [`Products::Bf16`] — multiply in bf16 with f32 sums on CPUs with AVX512-BF16 (candle's own
+//! bf16 matmul on the CPU is slower than its f32 one). Otherwise the weight is widened to the
+//! input's dtype on all cores (16-bit weights of an f32 model are held 16-bit and widened per
+//! call, exactly) and candle's matmul runs, as in [`linear_slow`].
 
 use candle_core::{DType, Tensor};
 use half::bf16;
 
+use crate::element::{supports_dtype, widened_f32, with_values, Element, Values};
 use crate::error::{KernelError, Result};
-use crate::gemm_bf16::{matmul_bf16, PackedLhs, RhsRows};
-use crate::matmul::MatMut;
+use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
+use crate::matmul::{MatMut, MatRef};
 
 /// `x·weightᵀ + bias` for `x` `[..., K]`, `weight` `[N, K]` (PyTorch's layout) and `bias` `[N]`
 /// on the CPU; the result is `[..., N]` in `x`'s dtype. bf16 inputs multiply in bf16 with f32
-/// sums where the CPU can ([`crate::bf16_compute_available`]).
+/// sums where the CPU can ([`crate::bf16_compute_available`]); `weight` may be f32, bf16 or f16
+/// whatever `x` is.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_with(x, weight, bias, Products::AsInput)
+}
+
+/// [`linear`] with the products multiplied as `products` says.
+pub fn linear_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    products: Products,
+) -> Result<Tensor> {
     const OP: &str = "linear";
     if !x.device().is_cpu() || !weight.device().is_cpu() {
         return Err(KernelError::NotOnCpu { op: OP, input: "x" });
+    }
+    for input in [x, weight] {
+        if !supports_dtype(input.dtype()) {
+            return Err(KernelError::UnsupportedDType {
+                op: OP,
+                dtype: input.dtype().as_str(),
+            });
+        }
     }
     let in_features = x.dims().last().copied().ok_or_else(|| KernelError::Shape {
         op: OP,
@@ -44,16 +66,31 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             });
         }
     }
-    let use_bf16 = x.dtype() == DType::BF16 && crate::gemm_bf16::available();
-    if !use_bf16 {
-        return linear_slow(x, weight, bias);
+    let bf16_products = crate::gemm_bf16::available()
+        && (x.dtype() == DType::BF16 || products == Products::Bf16);
+    if !bf16_products {
+        let weight = match x.dtype() {
+            DType::F32 => widened_f32(weight, OP, "weight")?,
+            dtype => weight.to_dtype(dtype)?,
+        };
+        return linear_slow(x, &weight, bias);
     }
     let tokens = x.elem_count() / in_features.max(1);
-    let x_values = x.flatten_all()?.to_vec1::<bf16>()?;
-    let w_values = weight
-        .to_dtype(DType::BF16)?
-        .flatten_all()?
-        .to_vec1::<bf16>()?;
+    let size_error = || KernelError::Shape {
+        op: OP,
+        input: "x",
+        actual: x.dims().to_vec(),
+        expected: "a contiguous [..., K] tensor".to_string(),
+    };
+    let packed = with_values(x, OP, "x", |values| match values {
+        Values::Bf16(v) => PackedLhs::from_bf16(v, tokens, in_features),
+        Values::F32(v) => PackedLhs::new(row_major(v, tokens, in_features)),
+        Values::F16(v) => {
+            let widened = crate::threads::par_map(v, half::f16::to_f32);
+            PackedLhs::new(row_major(&widened, tokens, in_features))
+        }
+    })?
+    .ok_or_else(size_error)?;
     let mut out = vec![0f32; tokens * out_features];
     if let Some(b) = bias {
         let b = b.to_dtype(DType::F32)?.to_vec1::<f32>()?;
@@ -61,18 +98,6 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             row.copy_from_slice(&b);
         }
     }
-    let size_error = || KernelError::Shape {
-        op: OP,
-        input: "x",
-        actual: x.dims().to_vec(),
-        expected: "a contiguous [..., K] tensor".to_string(),
-    };
-    let packed = PackedLhs::from_bf16(&x_values, tokens, in_features).ok_or_else(size_error)?;
-    let transposed = TransposedWeight {
-        weight: &w_values,
-        out_features,
-        in_features,
-    };
     let dst = MatMut {
         data: &mut out,
         rows: tokens,
@@ -80,15 +105,55 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         row_stride: out_features,
         col_stride: 1,
     };
-    if !matmul_bf16(dst, &packed, &transposed, bias.is_some()) {
+    let accumulate = bias.is_some();
+    let multiplied = with_values(weight, OP, "weight", |values| {
+        fn product<W: Element>(
+            dst: MatMut<'_>,
+            packed: &PackedLhs,
+            weight: &[W],
+            accumulate: bool,
+        ) -> bool {
+            let transposed = TransposedWeight {
+                weight,
+                out_features: dst.cols,
+                in_features: weight.len() / dst.cols.max(1),
+            };
+            matmul_bf16(dst, packed, &transposed, accumulate)
+        }
+        match values {
+            Values::F32(w) => product(dst, &packed, w, accumulate),
+            Values::Bf16(w) => product(dst, &packed, w, accumulate),
+            Values::F16(w) => product(dst, &packed, w, accumulate),
+        }
+    })?;
+    if !multiplied {
         return Err(size_error());
     }
     let mut shape = x.dims().to_vec();
     if let Some(last) = shape.last_mut() {
         *last = out_features;
     }
-    let out = crate::threads::par_map(&out, bf16::from_f32);
-    Ok(Tensor::from_vec(out, shape, x.device())?)
+    let out = Tensor::from_vec(out, shape, x.device())?;
+    Ok(match x.dtype() {
+        DType::F32 => out,
+        DType::BF16 => {
+            let dims = out.dims().to_vec();
+            let rounded = crate::threads::par_map(&out.flatten_all()?.to_vec1::<f32>()?, bf16::from_f32);
+            Tensor::from_vec(rounded, dims, x.device())?
+        }
+        dtype => out.to_dtype(dtype)?,
+    })
+}
+
+/// A row-major `rows × cols` view of `data`.
+fn row_major(data: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef {
+        data,
+        rows,
+        cols,
+        row_stride: cols,
+        col_stride: 1,
+    }
 }
 
 /// The same layer through candle's own ops (the reference the fast path is tested against).
@@ -101,14 +166,15 @@ pub fn linear_slow(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
     })
 }
 
-/// `weightᵀ` (`[K, N]`) read out of the `[N, K]` weight as the product's right operand.
-struct TransposedWeight<'a> {
-    weight: &'a [bf16],
+/// `weightᵀ` (`[K, N]`) read out of the `[N, K]` weight as the product's right operand (rounded
+/// to bf16 unless it is bf16 already).
+struct TransposedWeight<'a, W> {
+    weight: &'a [W],
     out_features: usize,
     in_features: usize,
 }
 
-impl RhsRows for TransposedWeight<'_> {
+impl<W: Element> RhsRows for TransposedWeight<'_, W> {
     fn rows(&self) -> usize {
         self.in_features
     }
@@ -122,7 +188,7 @@ impl RhsRows for TransposedWeight<'_> {
             .chunks_exact(self.in_features)
             .take(dst.len());
         for (d, row) in dst.iter_mut().zip(rows) {
-            *d = row[k].to_bits();
+            *d = row[k].to_bf16_bits();
         }
     }
 }
