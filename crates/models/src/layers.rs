@@ -57,15 +57,17 @@ impl Linear {
                 q.forward(&x.to_dtype(candle_core::DType::F32)?)?
                     .to_dtype(dtype)?
             }
-            None if use_bf16_linear(x) => {
-                // The kernel adds the bias itself, in f32 before rounding to bf16.
-                let w = self.weights.get("weight")?;
+            None if use_cpu_kernel(x) => {
+                // The kernel widens a 16-bit weight per call, multiplies in bf16 where the plan
+                // or the input says so, and adds the bias in f32 before rounding the result.
+                let w = self.weights.get_unwidened("weight")?;
                 let bias = if self.has_bias {
                     Some(self.weights.get("bias")?)
                 } else {
                     None
                 };
-                return kiln_kernels::linear(x, &w, bias.as_ref()).map_err(from_kernel);
+                return kiln_kernels::linear_with(x, &w, bias.as_ref(), self.weights.products())
+                    .map_err(from_kernel);
             }
             None => {
                 let w = self.weights.get("weight")?;
@@ -126,16 +128,24 @@ impl Conv2d {
 
     /// Applies the convolution to `x` `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.weights.get("weight")?;
         if use_cpu_kernel(x) {
+            let w = self.weights.get_unwidened("weight")?;
             let bias = if self.has_bias {
                 Some(self.weights.get("bias")?)
             } else {
                 None
             };
-            return kiln_kernels::conv2d(x, &w, bias.as_ref(), self.padding, self.stride)
-                .map_err(from_kernel);
+            return kiln_kernels::conv2d_with(
+                x,
+                &w,
+                bias.as_ref(),
+                self.padding,
+                self.stride,
+                self.weights.products(),
+            )
+            .map_err(from_kernel);
         }
+        let w = self.weights.get("weight")?;
         let y = x.conv2d(&w, self.padding, self.stride, 1, 1)?;
         if self.has_bias {
             let b = self.weights.get("bias")?;
@@ -427,14 +437,6 @@ impl Embedding {
 /// benchmarking switch).
 pub(crate) fn use_cpu_kernel(x: &Tensor) -> bool {
     x.device().is_cpu() && kiln_kernels::supports_dtype(x.dtype()) && kiln_kernels::enabled()
-}
-
-/// Whether a linear layer on `x` takes `kiln_kernels::linear`: bf16 on the CPU where it multiplies
-/// bf16 natively (AVX512-BF16); candle's CPU bf16 matmul widens both operands to f32 per call.
-fn use_bf16_linear(x: &Tensor) -> bool {
-    x.dtype() == candle_core::DType::BF16
-        && use_cpu_kernel(x)
-        && kiln_kernels::bf16_compute_available()
 }
 
 /// A kernel failure as this crate's error.

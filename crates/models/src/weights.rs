@@ -68,6 +68,22 @@ impl Weights {
         Ok(self.store.get(&self.path(leaf))?)
     }
 
+    /// The tensor `leaf` for a CPU kernel that widens weights per call: as held when it is a
+    /// native float tensor on the compute device (a 16-bit weight of an f32 model stays
+    /// 16-bit), otherwise as [`get`](Self::get) gives it.
+    pub fn get_unwidened(&self, leaf: &str) -> Result<Tensor> {
+        Ok(self.store.get_unwidened(&self.path(leaf))?)
+    }
+
+    /// How the CPU kernels multiply this component's matrix products.
+    pub fn products(&self) -> kiln_kernels::Products {
+        if self.store.bf16_products() {
+            kiln_kernels::Products::Bf16
+        } else {
+            kiln_kernels::Products::AsInput
+        }
+    }
+
     /// The tensor `leaf`, checked to have `shape`.
     pub fn get_shaped(&self, leaf: &str, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();

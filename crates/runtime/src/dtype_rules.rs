@@ -22,6 +22,8 @@ pub(crate) struct Precision {
     pub(crate) storage_why: String,
     /// Why the compute dtype.
     pub(crate) compute_why: String,
+    /// Matrix products in bf16 (f32 sums) around `compute` = f32 activations.
+    pub(crate) bf16_products: bool,
 }
 
 /// The op families a component needs in its compute dtype.
@@ -266,6 +268,9 @@ fn comfy_unet_storage(
             }
         }
     }
+    if let Some(why) = held_sixteen_bit_on_cpu(target, dominant, DType::F32) {
+        return (dominant, why);
+    }
     let why = if profile.backend == BackendKind::Cpu {
         format!(
             "{}: ComfyUI stores the diffusion model in f32 on the CPU (--fp16-unet/--bf16-unet \
@@ -304,7 +309,9 @@ fn comfy_compute(
         StorageDType::BF16 if target.cpu_fast_bf16(target.options.unet_dtype) => {
             return (
                 DType::BF16,
-                "bf16 compute: CPU has AVX512-BF16 (--bf16-unet)".to_string(),
+                "bf16 matrix products with f32 sums, f32 activations: CPU has AVX512-BF16 \
+                 (--bf16-unet)"
+                    .to_string(),
             );
         }
         _ => {}
@@ -394,11 +401,13 @@ pub(crate) fn diffusion_precision(
     };
     let storage = target.holdable(storage, &mut storage_why);
     let (compute, compute_why) = comfy_compute(target, storage, supported);
+    let (compute, bf16_products) = cpu_products(target, compute);
     Ok(Precision {
         storage,
         compute,
         storage_why,
         compute_why,
+        bf16_products,
     })
 }
 
@@ -450,6 +459,7 @@ pub(crate) fn text_encoder_precision(
         compute: DType::F32,
         storage_why,
         compute_why: "computes f32 (ComfyUI runs text encoders in f32)".to_string(),
+        bf16_products: false,
     })
 }
 
@@ -473,7 +483,9 @@ pub(crate) fn vae_precision(
             if target.cpu_fast_bf16(target.options.vae_dtype) {
                 (
                     DType::BF16,
-                    "bf16 compute: CPU has AVX512-BF16 (--bf16-vae)".to_string(),
+                    "bf16 matrix products with f32 sums, f32 activations: CPU has AVX512-BF16 \
+                     (--bf16-vae)"
+                        .to_string(),
                 )
             } else if target.profile.fast_bf16 {
                 (
@@ -515,6 +527,10 @@ pub(crate) fn vae_precision(
         (fp8, format!("stored scaled {fp8}: stays 8-bit"))
     } else if is_eight_bit(dominant) {
         (dominant, format!("stored {dominant}: stays 8-bit"))
+    } else if let Some(why) = held_sixteen_bit_on_cpu(target, dominant, compute)
+        .filter(|_| target.options.vae_dtype.is_none())
+    {
+        (dominant, why)
     } else {
         let storage = storage_of(compute);
         (
@@ -525,12 +541,49 @@ pub(crate) fn vae_precision(
             ),
         )
     };
+    let (compute, bf16_products) = cpu_products(target, compute);
     Ok(Precision {
         storage,
         compute,
         storage_why,
         compute_why,
+        bf16_products,
     })
+}
+
+/// On the CPU, a 16-bit file computed in f32 keeps its 16-bit weights: the CPU kernels widen
+/// each layer's weight as they use it, to exactly the values of ComfyUI's f32 copy, so the model
+/// takes half the memory and loads without a conversion pass. `None` elsewhere, or under
+/// `--force-fp32`.
+fn held_sixteen_bit_on_cpu(
+    target: &Target<'_>,
+    dominant: StorageDType,
+    compute: DType,
+) -> Option<String> {
+    let sixteen_bit = matches!(dominant, StorageDType::F16 | StorageDType::BF16);
+    (sixteen_bit
+        && compute == DType::F32
+        && target.profile.backend == BackendKind::Cpu
+        && target.options.precision != GlobalPrecision::ForceFp32
+        && target.profile.can_hold(dominant))
+    .then(|| {
+        format!(
+            "stored {dominant}: held as stored and widened per layer to f32 (the values of \
+             ComfyUI's f32 copy at half its memory)"
+        )
+    })
+}
+
+/// bf16 compute planned on the CPU (`--bf16-unet`/`--bf16-vae` on AVX512-BF16) runs as f32
+/// activations with bf16 matrix products, as PyTorch's CPU autocast does: the products take the
+/// speed, norms and softmax keep f32. Returns the activations' dtype and whether products are
+/// bf16.
+fn cpu_products(target: &Target<'_>, compute: DType) -> (DType, bool) {
+    if compute == DType::BF16 && target.profile.backend == BackendKind::Cpu {
+        (DType::F32, true)
+    } else {
+        (compute, false)
+    }
 }
 
 #[cfg(test)]

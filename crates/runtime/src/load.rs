@@ -26,6 +26,9 @@ use crate::RuntimeError;
 pub struct WeightStore {
     component: ComponentKind,
     compute: DType,
+    /// Matrix products in bf16 with f32 sums around f32 activations (the plan's
+    /// [`ComponentPlan::bf16_products`]).
+    bf16_products: bool,
     device: Device,
     load_mode: LoadMode,
     tensors: BTreeMap<String, HeldTensor>,
@@ -453,6 +456,7 @@ impl WeightStore {
         Ok(WeightStore {
             component: plan.component,
             compute: plan.compute_dtype,
+            bf16_products: plan.bf16_products,
             device: device.clone(),
             load_mode: plan.load_mode,
             tensors,
@@ -494,6 +498,7 @@ impl WeightStore {
         Ok(WeightStore {
             component,
             compute,
+            bf16_products: false,
             device: device.clone(),
             load_mode: LoadMode::Resident,
             tensors: held,
@@ -520,7 +525,16 @@ impl WeightStore {
                     shape: value.dims().to_vec(),
                 });
             }
+            // A 16-bit weight held for an f32 computation on the CPU stands in for ComfyUI's
+            // f32 copy there: its merged value stays f32, as ComfyUI's does.
             let dtype = match old {
+                HeldTensor::Native(tensor)
+                    if matches!(tensor.dtype(), DType::F16 | DType::BF16)
+                        && self.compute == DType::F32
+                        && tensor.device().is_cpu() =>
+                {
+                    DType::F32
+                }
                 HeldTensor::Native(tensor) => tensor.dtype(),
                 _ => self.compute,
             };
@@ -533,6 +547,7 @@ impl WeightStore {
         Ok(WeightStore {
             component: self.component,
             compute: self.compute,
+            bf16_products: self.bf16_products,
             device: self.device.clone(),
             load_mode: self.load_mode,
             tensors,
@@ -580,6 +595,28 @@ impl WeightStore {
     /// moves the fewest bytes; the copy is dropped with the returned tensor.
     pub fn get(&self, name: &str) -> Result<Tensor, RuntimeError> {
         self.fetch(name, &self.device)
+    }
+
+    /// The tensor for a kernel that widens its weight per call (kiln-kernels' CPU convolution and
+    /// linear layer): the held tensor itself when it is a native float tensor in place on the
+    /// compute device, so a 16-bit weight of an f32 computation is never copied out wider;
+    /// otherwise [`get`](Self::get).
+    pub fn get_unwidened(&self, name: &str) -> Result<Tensor, RuntimeError> {
+        match self.held(name)? {
+            HeldTensor::Native(tensor)
+                if tensor.dtype().is_float()
+                    && tensor.device().same_device(&self.device)
+                    && !self.in_host.contains(name) =>
+            {
+                Ok(tensor.clone())
+            }
+            _ => self.get(name),
+        }
+    }
+
+    /// Whether matrix products multiply in bf16 (f32 sums) around f32 activations.
+    pub fn bf16_products(&self) -> bool {
+        self.bf16_products
     }
 
     /// The tensor in the compute dtype on `device`: the held form is moved, then widened there.

@@ -158,6 +158,9 @@ pub struct ComponentPlan {
     pub load_mode: LoadMode,
     /// How held weights are widened per layer.
     pub widening: Widening,
+    /// Matrix products (convolutions, linear layers) multiply in bf16 with f32 sums around f32
+    /// activations: `--bf16-unet`/`--bf16-vae` on a CPU with AVX512-BF16.
+    pub bf16_products: bool,
     /// Estimated bytes of its held weights.
     pub weight_bytes: u64,
     /// How many of those bytes stay on the device: all of them when resident; when streamed,

@@ -390,6 +390,7 @@ impl Planner {
             upcast_attention,
             load_mode,
             widening,
+            bf16_products: precision.bf16_products,
             weight_bytes,
             resident_budget_bytes,
             op_families: families,
