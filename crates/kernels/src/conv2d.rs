@@ -229,17 +229,19 @@ impl Conv2dOp {
             let size_error =
                 || candle_core::Error::Msg("kiln-conv2d: weight size disagrees".into());
             let packed_weight = if bf16_products {
-                Some(match W::as_bf16(w) {
-                    Some(w) => PackedLhs::from_bf16(w, g.out_channels, g.patch()),
-                    None => PackedLhs::new(MatRef {
-                        data: &widen(w),
-                        rows: g.out_channels,
-                        cols: g.patch(),
-                        row_stride: g.patch(),
-                        col_stride: 1,
-                    }),
-                }
-                .ok_or_else(size_error)?)
+                Some(
+                    match W::as_bf16(w) {
+                        Some(w) => PackedLhs::from_bf16(w, g.out_channels, g.patch()),
+                        None => PackedLhs::new(MatRef {
+                            data: &widen(w),
+                            rows: g.out_channels,
+                            cols: g.patch(),
+                            row_stride: g.patch(),
+                            col_stride: 1,
+                        }),
+                    }
+                    .ok_or_else(size_error)?,
+                )
             } else {
                 None
             };

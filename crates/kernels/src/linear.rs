@@ -66,8 +66,8 @@ pub fn linear_with(
             });
         }
     }
-    let bf16_products = crate::gemm_bf16::available()
-        && (x.dtype() == DType::BF16 || products == Products::Bf16);
+    let bf16_products =
+        crate::gemm_bf16::available() && (x.dtype() == DType::BF16 || products == Products::Bf16);
     if !bf16_products {
         let weight = match x.dtype() {
             DType::F32 => widened_f32(weight, OP, "weight")?,
@@ -138,7 +138,8 @@ pub fn linear_with(
         DType::F32 => out,
         DType::BF16 => {
             let dims = out.dims().to_vec();
-            let rounded = crate::threads::par_map(&out.flatten_all()?.to_vec1::<f32>()?, bf16::from_f32);
+            let rounded =
+                crate::threads::par_map(&out.flatten_all()?.to_vec1::<f32>()?, bf16::from_f32);
             Tensor::from_vec(rounded, dims, x.device())?
         }
         dtype => out.to_dtype(dtype)?,

@@ -45,7 +45,10 @@ fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (j, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= scale * 2e-6, "{what} element {j}: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= scale * 2e-6,
+            "{what} element {j}: {g} vs {w}"
+        );
     }
 }
 
@@ -62,7 +65,9 @@ fn sixteen_bit_weights_of_an_f32_input_give_the_widened_results_exactly() {
         let x = random(&[b, c, hw, hw], 10 + i as u64);
         let bias = random(&[o], 20 + i as u64);
         for dtype in [DType::F16, DType::BF16] {
-            let w = random(&[o, c, k, k], 30 + i as u64).to_dtype(dtype).unwrap();
+            let w = random(&[o, c, k, k], 30 + i as u64)
+                .to_dtype(dtype)
+                .unwrap();
             let held = kiln_kernels::conv2d(&x, &w, Some(&bias), pad, stride).unwrap();
             assert_eq!(held.dtype(), DType::F32);
             let widened = w.to_dtype(DType::F32).unwrap();
@@ -89,10 +94,11 @@ fn bf16_products_of_f32_inputs_are_the_f32_products_of_their_bf16_roundings() {
         let x = random(&[b, c, hw, hw], 40 + i as u64);
         let bias = random(&[o], 50 + i as u64);
         for dtype in [DType::F32, DType::BF16] {
-            let w = random(&[o, c, k, k], 60 + i as u64).to_dtype(dtype).unwrap();
-            let fast =
-                kiln_kernels::conv2d_with(&x, &w, Some(&bias), pad, stride, Products::Bf16)
-                    .unwrap();
+            let w = random(&[o, c, k, k], 60 + i as u64)
+                .to_dtype(dtype)
+                .unwrap();
+            let fast = kiln_kernels::conv2d_with(&x, &w, Some(&bias), pad, stride, Products::Bf16)
+                .unwrap();
             assert_eq!(fast.dtype(), DType::F32);
             let (x_ref, w_ref) = if native {
                 (bf16_rounded(&x), bf16_rounded(&w))
