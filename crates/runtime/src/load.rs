@@ -453,6 +453,10 @@ impl WeightStore {
             }
             tensors.insert(name.clone(), held);
         }
+        // Every held tensor is a copy now; the files' pages need not stay resident with them.
+        for file in files {
+            file.release_pages();
+        }
         Ok(WeightStore {
             component: plan.component,
             compute: plan.compute_dtype,

@@ -130,6 +130,14 @@ impl fmt::Debug for WeightFile {
 }
 
 impl WeightFile {
+    /// Drops this process's resident copy of the mapped file's pages once its tensors have been
+    /// copied out (the loaders copy into tensors they own): without it the file's pages count in
+    /// the process's memory next to the loaded weights until the file is closed. Reads after
+    /// this fault the bytes back in from the page cache.
+    pub fn release_pages(&self) {
+        self.source.release_pages();
+    }
+
     /// Opens and memory-maps `path`, detecting the format from its content (never from the
     /// extension), and validates its header.
     pub fn open(path: impl AsRef<Path>) -> Result<WeightFile, WeightsError> {

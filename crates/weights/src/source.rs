@@ -22,6 +22,27 @@ impl Source {
             Source::Owned(bytes) => bytes,
         }
     }
+
+    /// Lets go of this process's resident copy of a mapped file's pages (the OS page cache keeps
+    /// them, and a later read faults them back in unchanged). Owned buffers are kept.
+    pub(crate) fn release_pages(&self) {
+        if let Source::Mapped(map) = self {
+            release_mapped_pages(map);
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn release_mapped_pages(map: &Mmap) {
+    // SAFETY: `map` is a read-only shared file mapping (`Mmap::map`): MADV_DONTNEED only drops
+    // its page-table entries, and any later access re-reads the same bytes from the file, so
+    // slices borrowed from the map stay valid and unchanged. (The call is unsafe in memmap2
+    // because on a private writable mapping it would discard modifications; this one has none.)
+    #[cfg(unix)]
+    // A failed hint only leaves the pages resident.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    #[cfg(not(unix))]
+    let _ = map;
 }
 
 /// Maps `file` read-only. The file must be non-empty (mapping zero bytes fails on some systems).

@@ -1,4 +1,6 @@
-//! Kiln's opt-in bf16 compute on CPUs with AVX512-BF16 against f32: the tiny SD1 checkpoint
+//! The CPU plans' precision choices, by the images they give. A 16-bit file held 16-bit on the
+//! CPU and widened per layer gives exactly the image of the f32 copy ComfyUI makes
+//! (`--force-fp32` here). Kiln's opt-in bf16 compute on CPUs with AVX512-BF16 against f32: the tiny SD1 checkpoint
 //! planned for `cpu-avx512bf16` with `--bf16-unet --bf16-vae` (bf16 weights, bf16 matrix products
 //! around f32 activations) samples and decodes an image within 35 dB PSNR of the plain f32 plan's
 //! (same seed, conditioning, euler, CFG 7, 4 steps, 64×64).
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use kiln_detect::{Checkpoint, ComponentKind};
 use kiln_models::{Attention, AutoencoderKl, CfgDenoiser, GuidedCond, Unet, VaeConfig, Weights};
-use kiln_runtime::{simulated, ForcedDType, PlanOptions, Planner, WeightStore};
+use kiln_runtime::{simulated, ForcedDType, GlobalPrecision, PlanOptions, Planner, WeightStore};
 use kiln_sampling::samplers::{sampler_by_name, NoProgress, SamplerContext};
 use kiln_sampling::schedulers::scheduler_by_name;
 use kiln_sampling::{
@@ -135,4 +137,32 @@ fn bf16_cpu_image_matches_f32_within_35_db() {
     assert!(db.is_finite() && db < 150.0, "identical images: {db} dB");
     assert!(db >= 35.0, "bf16 image is {db:.1} dB from the f32 one");
     eprintln!("bf16 vs f32 PSNR: {db:.1} dB");
+}
+
+#[test]
+fn sixteen_bit_weights_held_on_the_cpu_give_the_f32_copys_image_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for storage in [Storage::F16, Storage::BF16] {
+        let spec = CheckpointSpec::new(Family::Sd1, storage, Packaging::SingleFile);
+        let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
+        let plan = Planner::new(PlanOptions::default(), simulated("cpu").unwrap())
+            .plan(checkpoint.detection())
+            .unwrap();
+        let unet = plan.component(ComponentKind::DiffusionModel).unwrap();
+        assert!(unet.storage_dtype.name().ends_with("16"), "{}", unet.reason);
+        let held = generate(&checkpoint, "cpu", PlanOptions::default());
+        let widened_first = PlanOptions {
+            precision: GlobalPrecision::ForceFp32,
+            ..PlanOptions::default()
+        };
+        let f32_copy = generate(&checkpoint, "cpu", widened_first);
+        assert!(all_finite(&held.latent));
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(
+            values(&held.latent),
+            values(&f32_copy.latent),
+            "{storage:?}"
+        );
+        assert_eq!(values(&held.image), values(&f32_copy.image), "{storage:?}");
+    }
 }
