@@ -11,10 +11,11 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::element::{contiguous, supports_dtype, widen, Element};
+use crate::element::{contiguous, supports_dtype, with_widened, Element};
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
+use crate::scratch::{with_scratch, Scratch};
 use crate::threads::install;
 
 /// im2col scratch per band, in f32 elements (16 MiB): large enough that gemm runs on wide
@@ -214,7 +215,6 @@ impl Conv2dOp {
         let x = contiguous(x, x_layout).ok_or_else(not_contiguous)?;
         let w = contiguous(w, w_layout).ok_or_else(not_contiguous)?;
         let plane_in = g.in_channels * g.height * g.width;
-        let plane_out = g.out_h * g.out_w;
         if x.len() != g.batch * plane_in || w.len() != g.out_channels * g.patch() {
             return Err(candle_core::Error::Msg(
                 "kiln-conv2d: input sizes disagree".into(),
@@ -232,12 +232,14 @@ impl Conv2dOp {
                 Some(
                     match W::as_bf16(w) {
                         Some(w) => PackedLhs::from_bf16(w, g.out_channels, g.patch()),
-                        None => PackedLhs::new(MatRef {
-                            data: &widen(w),
-                            rows: g.out_channels,
-                            cols: g.patch(),
-                            row_stride: g.patch(),
-                            col_stride: 1,
+                        None => with_widened(w, |data| {
+                            PackedLhs::new(MatRef {
+                                data,
+                                rows: g.out_channels,
+                                cols: g.patch(),
+                                row_stride: g.patch(),
+                                col_stride: 1,
+                            })
                         }),
                     }
                     .ok_or_else(size_error)?,
@@ -245,100 +247,111 @@ impl Conv2dOp {
             } else {
                 None
             };
-            let weight = match packed_weight {
-                Some(_) => std::borrow::Cow::Borrowed(&[][..]),
-                None => widen(w),
-            };
-            let mut out = vec![0f32; g.batch * g.out_channels * plane_out];
-            if let Some(bias) = &self.bias {
-                out.par_chunks_mut(plane_out)
-                    .enumerate()
-                    .for_each(|(row, plane)| plane.fill(bias[row % g.out_channels]));
-            }
-            let accumulate = self.bias.is_some();
-            let weight_view = MatRef {
-                data: &weight,
-                rows: g.out_channels,
-                cols: g.patch(),
-                row_stride: g.patch(),
-                col_stride: 1,
-            };
-            for (image, out_image) in x
-                .chunks_exact(plane_in)
-                .zip(out.chunks_exact_mut(plane_out * g.out_channels))
-            {
-                if g.is_pointwise() && packed_weight.is_none() {
-                    if let Some(image) = T::as_f32(image) {
-                        let input = MatRef {
-                            data: image,
-                            rows: g.in_channels,
-                            cols: plane_out,
-                            row_stride: plane_out,
-                            col_stride: 1,
-                        };
-                        let dst = MatMut {
-                            data: out_image,
-                            rows: g.out_channels,
-                            cols: plane_out,
-                            row_stride: plane_out,
-                            col_stride: 1,
-                        };
-                        if !matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool) {
-                            return Err(candle_core::Error::Msg(
-                                "kiln-conv2d: bad gemm views".into(),
-                            ));
-                        }
-                        continue;
-                    }
-                }
-                let band_rows = (BAND_ELEMENTS / (g.patch() * g.out_w).max(1)).clamp(1, g.out_h);
-                let mut columns = Vec::new();
-                let mut first_row = 0;
-                while first_row < g.out_h {
-                    let rows = band_rows.min(g.out_h - first_row);
-                    let band = rows * g.out_w;
-                    let dst = MatMut {
-                        data: &mut out_image[first_row * g.out_w..],
-                        rows: g.out_channels,
-                        cols: band,
+            // A packed weight needs no f32 copy.
+            let unpacked: &[W] = if packed_weight.is_some() { &[] } else { w };
+            with_widened(unpacked, |weight| {
+                self.multiply(x, weight, packed_weight.as_ref())
+            })
+        })?;
+        Ok(T::storage_from_f32(out))
+    }
+
+    /// The convolution of `x` (all images) by the f32 `weight`, or by `packed` (bf16 products)
+    /// when given, plus the bias.
+    fn multiply<T: Element>(
+        &self,
+        x: &[T],
+        weight: &[f32],
+        packed_weight: Option<&PackedLhs>,
+    ) -> candle_core::Result<Vec<f32>> {
+        let g = self.geometry;
+        let plane_in = g.in_channels * g.height * g.width;
+        let plane_out = g.out_h * g.out_w;
+        let mut out = vec![0f32; g.batch * g.out_channels * plane_out];
+        if let Some(bias) = &self.bias {
+            out.par_chunks_mut(plane_out)
+                .enumerate()
+                .for_each(|(row, plane)| plane.fill(bias[row % g.out_channels]));
+        }
+        let accumulate = self.bias.is_some();
+        let weight_view = MatRef {
+            data: weight,
+            rows: g.out_channels,
+            cols: g.patch(),
+            row_stride: g.patch(),
+            col_stride: 1,
+        };
+        for (image, out_image) in x
+            .chunks_exact(plane_in)
+            .zip(out.chunks_exact_mut(plane_out * g.out_channels))
+        {
+            if g.is_pointwise() && packed_weight.is_none() {
+                if let Some(image) = T::as_f32(image) {
+                    let input = MatRef {
+                        data: image,
+                        rows: g.in_channels,
+                        cols: plane_out,
                         row_stride: plane_out,
                         col_stride: 1,
                     };
-                    let multiplied = match &packed_weight {
-                        Some(packed) => {
-                            let source = Bf16Columns {
-                                image,
-                                geometry: &g,
-                                first_row,
-                                rows,
-                            };
-                            matmul_bf16(dst, packed, &source, accumulate)
-                        }
-                        None => {
-                            columns.resize(g.patch() * band_rows * g.out_w, 0.0);
-                            let columns = &mut columns[..g.patch() * band];
-                            gather_columns(image, &g, first_row, rows, columns);
-                            let input = MatRef {
-                                data: columns,
-                                rows: g.patch(),
-                                cols: band,
-                                row_stride: band,
-                                col_stride: 1,
-                            };
-                            matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool)
-                        }
+                    let dst = MatMut {
+                        data: out_image,
+                        rows: g.out_channels,
+                        cols: plane_out,
+                        row_stride: plane_out,
+                        col_stride: 1,
                     };
-                    if !multiplied {
+                    if !matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool) {
                         return Err(candle_core::Error::Msg(
                             "kiln-conv2d: bad gemm views".into(),
                         ));
                     }
-                    first_row += rows;
+                    continue;
                 }
             }
-            Ok(out)
-        })?;
-        Ok(T::storage_from_f32(out))
+            let band_rows = (BAND_ELEMENTS / (g.patch() * g.out_w).max(1)).clamp(1, g.out_h);
+            let mut first_row = 0;
+            while first_row < g.out_h {
+                let rows = band_rows.min(g.out_h - first_row);
+                let band = rows * g.out_w;
+                let dst = MatMut {
+                    data: &mut out_image[first_row * g.out_w..],
+                    rows: g.out_channels,
+                    cols: band,
+                    row_stride: plane_out,
+                    col_stride: 1,
+                };
+                let multiplied = match &packed_weight {
+                    Some(packed) => {
+                        let source = Bf16Columns {
+                            image,
+                            geometry: &g,
+                            first_row,
+                            rows,
+                        };
+                        matmul_bf16(dst, packed, &source, accumulate)
+                    }
+                    None => with_scratch(Scratch::Columns, g.patch() * band, |columns| {
+                        gather_columns(image, &g, first_row, rows, columns);
+                        let input = MatRef {
+                            data: columns,
+                            rows: g.patch(),
+                            cols: band,
+                            row_stride: band,
+                            col_stride: 1,
+                        };
+                        matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool)
+                    }),
+                };
+                if !multiplied {
+                    return Err(candle_core::Error::Msg(
+                        "kiln-conv2d: bad gemm views".into(),
+                    ));
+                }
+                first_row += rows;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -20,6 +20,13 @@ pub(crate) trait Element: Copy + Send + Sync + 'static {
     }
     /// Values of this type as candle storage.
     fn into_storage(values: Vec<Self>) -> CpuStorage;
+    /// `src` widened into `dst` (same length); 16-bit types use half's SIMD conversions (F16C
+    /// where the CPU has it, detected at run time).
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
     /// f32 results rounded to this type, as candle storage.
     fn storage_from_f32(values: Vec<f32>) -> CpuStorage;
 }
@@ -48,6 +55,10 @@ impl Element for bf16 {
     fn into_storage(values: Vec<Self>) -> CpuStorage {
         CpuStorage::BF16(values)
     }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
@@ -74,6 +85,10 @@ impl Element for bf16 {
 impl Element for f16 {
     fn into_storage(values: Vec<Self>) -> CpuStorage {
         CpuStorage::F16(values)
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
     }
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -150,23 +165,23 @@ pub(crate) fn with_values<R>(
     })
 }
 
-/// `tensor` in f32, widened on all cores when it is 16-bit (the same values as candle's cast).
-pub(crate) fn widened_f32(
-    tensor: &candle_core::Tensor,
-    op: &'static str,
-    input: &'static str,
-) -> crate::Result<candle_core::Tensor> {
-    if tensor.dtype() == DType::F32 {
-        return Ok(tensor.clone());
+/// Calls `use_values` with `values` in f32: the values themselves when they are f32, else
+/// widened on all cores into this thread's reusable buffer.
+pub(crate) fn with_widened<T: Element, R>(values: &[T], use_values: impl FnOnce(&[f32]) -> R) -> R {
+    if let Some(same) = T::as_f32(values) {
+        return use_values(same);
     }
-    let values = with_values(tensor, op, input, |values| match values {
-        Values::F32(v) => v.to_vec(),
-        Values::Bf16(v) => crate::threads::par_map(v, bf16::to_f32),
-        Values::F16(v) => crate::threads::par_map(v, f16::to_f32),
-    })?;
-    Ok(candle_core::Tensor::from_vec(
-        values,
-        tensor.shape(),
-        tensor.device(),
-    )?)
+    crate::scratch::with_scratch(crate::scratch::Scratch::Widened, values.len(), |buffer| {
+        crate::threads::install(|| {
+            use rayon::prelude::*;
+            buffer
+                .par_chunks_mut(WIDEN_CHUNK)
+                .zip(values.par_chunks(WIDEN_CHUNK))
+                .for_each(|(dst, src)| T::widen_into(src, dst));
+        });
+        use_values(buffer)
+    })
 }
+
+/// Elements one widening task converts.
+const WIDEN_CHUNK: usize = 1 << 16;

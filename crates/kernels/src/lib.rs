@@ -26,6 +26,7 @@ mod gemm_bf16;
 mod linear;
 mod matmul;
 mod norm;
+mod scratch;
 mod simd;
 mod threads;
 

@@ -7,10 +7,10 @@
 use candle_core::{DType, Tensor};
 use half::bf16;
 
-use crate::element::{supports_dtype, widened_f32, with_values, Element, Values};
+use crate::element::{supports_dtype, with_values, with_widened, Element, Values};
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
-use crate::matmul::{MatMut, MatRef};
+use crate::matmul::{matmul, MatMut, MatRef, Threads};
 
 /// `x·weightᵀ + bias` for `x` `[..., K]`, `weight` `[N, K]` (PyTorch's layout) and `bias` `[N]`
 /// on the CPU; the result is `[..., N]` in `x`'s dtype. bf16 inputs multiply in bf16 with f32
@@ -68,13 +68,6 @@ pub fn linear_with(
     }
     let bf16_products =
         crate::gemm_bf16::available() && (x.dtype() == DType::BF16 || products == Products::Bf16);
-    if !bf16_products {
-        let weight = match x.dtype() {
-            DType::F32 => widened_f32(weight, OP, "weight")?,
-            dtype => weight.to_dtype(dtype)?,
-        };
-        return linear_slow(x, &weight, bias);
-    }
     let tokens = x.elem_count() / in_features.max(1);
     let size_error = || KernelError::Shape {
         op: OP,
@@ -82,6 +75,52 @@ pub fn linear_with(
         actual: x.dims().to_vec(),
         expected: "a contiguous [..., K] tensor".to_string(),
     };
+    let mut shape = x.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = out_features;
+    }
+    if !bf16_products {
+        if x.dtype() != DType::F32 {
+            return linear_slow(x, &weight.to_dtype(x.dtype())?, bias);
+        }
+        // f32: the weight is read in place, or widened into a reused buffer when 16-bit.
+        let mut out = bias_rows(bias, tokens, out_features)?;
+        let multiplied = with_values(x, OP, "x", |x_values| {
+            let Values::F32(x_values) = x_values else {
+                return Ok(false);
+            };
+            with_values(weight, OP, "weight", |w_values| {
+                let mut product = |w: &[f32]| {
+                    let dst = MatMut {
+                        data: &mut out,
+                        rows: tokens,
+                        cols: out_features,
+                        row_stride: out_features,
+                        col_stride: 1,
+                    };
+                    // `weightᵀ` as a `[K, N]` view of the `[N, K]` weight.
+                    let transposed = MatRef {
+                        data: w,
+                        rows: in_features,
+                        cols: out_features,
+                        row_stride: 1,
+                        col_stride: in_features,
+                    };
+                    let lhs = row_major(x_values, tokens, in_features);
+                    matmul(dst, lhs, transposed, 1.0, bias.is_some(), Threads::Pool)
+                };
+                match w_values {
+                    Values::F32(w) => product(w),
+                    Values::Bf16(w) => with_widened(w, &mut product),
+                    Values::F16(w) => with_widened(w, &mut product),
+                }
+            })
+        })??;
+        if !multiplied {
+            return Err(size_error());
+        }
+        return Ok(Tensor::from_vec(out, shape, x.device())?);
+    }
     let packed = with_values(x, OP, "x", |values| match values {
         Values::Bf16(v) => PackedLhs::from_bf16(v, tokens, in_features),
         Values::F32(v) => PackedLhs::new(row_major(v, tokens, in_features)),
@@ -91,13 +130,7 @@ pub fn linear_with(
         }
     })?
     .ok_or_else(size_error)?;
-    let mut out = vec![0f32; tokens * out_features];
-    if let Some(b) = bias {
-        let b = b.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        for row in out.chunks_exact_mut(out_features.max(1)) {
-            row.copy_from_slice(&b);
-        }
-    }
+    let mut out = bias_rows(bias, tokens, out_features)?;
     let dst = MatMut {
         data: &mut out,
         rows: tokens,
@@ -129,10 +162,6 @@ pub fn linear_with(
     if !multiplied {
         return Err(size_error());
     }
-    let mut shape = x.dims().to_vec();
-    if let Some(last) = shape.last_mut() {
-        *last = out_features;
-    }
     let out = Tensor::from_vec(out, shape, x.device())?;
     Ok(match x.dtype() {
         DType::F32 => out,
@@ -144,6 +173,18 @@ pub fn linear_with(
         }
         dtype => out.to_dtype(dtype)?,
     })
+}
+
+/// `tokens` rows of the bias (zeros without one): the products accumulate onto it.
+fn bias_rows(bias: Option<&Tensor>, tokens: usize, out_features: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; tokens * out_features];
+    if let Some(b) = bias {
+        let b = b.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        for row in out.chunks_exact_mut(out_features.max(1)) {
+            row.copy_from_slice(&b);
+        }
+    }
+    Ok(out)
 }
 
 /// A row-major `rows × cols` view of `data`.

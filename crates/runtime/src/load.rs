@@ -15,6 +15,9 @@ use crate::held::{hold_blocks, hold_target, HeldTensor, HoldTarget};
 use crate::plan::{ComponentPlan, HeldAs, LoadMode, Widening};
 use crate::RuntimeError;
 
+/// Bytes of tensors loaded between two releases of the files' resident pages.
+const RELEASE_EVERY_BYTES: u64 = 128 << 20;
+
 /// The weights of one component, held per its [`ComponentPlan`].
 ///
 /// Resident components hold every tensor on the compute device. Streamed ones (`--lowvram`,
@@ -439,8 +442,16 @@ impl WeightStore {
         let mut tensors = BTreeMap::new();
         let mut in_host = BTreeSet::new();
         let mut resident = 0u64;
+        // Every held tensor is a copy: the files' pages are let go as loading goes, so they
+        // never count in the process's memory next to the copies.
+        let mut loaded_since_release = 0u64;
         for (name, source) in &component.keys {
             let mut held = context.load(name, source)?;
+            loaded_since_release += held.bytes();
+            if loaded_since_release >= RELEASE_EVERY_BYTES {
+                files.iter().for_each(WeightFile::release_pages);
+                loaded_since_release = 0;
+            }
             if plan.load_mode == LoadMode::Streamed {
                 // ComfyUI's partial load: what fits the budget moves to the device once.
                 let bytes = held.bytes();
@@ -453,10 +464,7 @@ impl WeightStore {
             }
             tensors.insert(name.clone(), held);
         }
-        // Every held tensor is a copy now; the files' pages need not stay resident with them.
-        for file in files {
-            file.release_pages();
-        }
+        files.iter().for_each(WeightFile::release_pages);
         Ok(WeightStore {
             component: plan.component,
             compute: plan.compute_dtype,
