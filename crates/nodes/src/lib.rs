@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod concat_cond;
 mod error;
 mod image_io;
 mod ksampler_run;

@@ -237,6 +237,7 @@ fn load_uncached(
             loras: Vec::new(),
             text_encoders: plan.text_encoders,
             text_encoders_reason: plan.text_encoders_reason.clone(),
+            differential_diffusion: None,
         });
     }
     let mut encoders = Vec::new();

@@ -75,6 +75,11 @@ impl DiffusionModel for Network {
         timesteps: &Tensor,
         cond: &ModelConditioning,
     ) -> kiln_models::Result<Tensor> {
-        self.inner().predict(x, timesteps, cond)
+        match self {
+            // The sampler resolves Flux's default guidance itself (`ksampler_run::guided`), so
+            // `None` here is `FluxDisableGuidance`'s "no guidance term at all".
+            Network::Flux(flux) => flux.forward(x, timesteps, cond.context, cond.y, cond.guidance),
+            _ => self.inner().predict(x, timesteps, cond),
+        }
     }
 }

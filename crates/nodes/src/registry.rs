@@ -23,6 +23,12 @@ use crate::nodes::{
     vae_loader::VaeLoader,
 };
 
+// Inpainting-model conditioning (nodes.py) and Differential Diffusion (comfy_extras).
+use crate::nodes::{
+    differential_diffusion::DifferentialDiffusion, flux_disable_guidance::FluxDisableGuidance,
+    inpaint_model_conditioning::InpaintModelConditioning,
+};
+
 // Flux / SD3 loaders and text encoders.
 use crate::nodes::{
     clip_loader::ClipLoader, clip_text_encode_flux::ClipTextEncodeFlux,
@@ -73,6 +79,7 @@ fn builtin_nodes() -> Vec<Arc<dyn Node>> {
         Arc::new(ClipTextEncodeSdxl),
         Arc::new(ClipTextEncodeSdxlRefiner),
         Arc::new(LoraLoaderModelOnly),
+        Arc::new(InpaintModelConditioning),
         // Flux / SD3 loaders (nodes.py) and text encoders (comfy_extras).
         Arc::new(ClipLoader),
         Arc::new(UnetLoader),
@@ -96,6 +103,8 @@ fn builtin_nodes() -> Vec<Arc<dyn Node>> {
         Arc::new(ModelSamplingFlux),
         Arc::new(EmptySd3LatentImage),
         Arc::new(FluxGuidance),
+        Arc::new(FluxDisableGuidance),
+        Arc::new(DifferentialDiffusion),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! [`Conditioning`]: ComfyUI's `CONDITIONING` — a list of `(cross-attention tensor, options)`
 //! pairs; the options ([`CondMeta`]) hold the pooled output, area, strength, mask, timestep
-//! range, SDXL size conditioning and Flux guidance.
+//! range, SDXL size conditioning, Flux guidance and the inpainting model inputs.
 
 use candle_core::Tensor;
 use kiln_graph::Value;
@@ -30,6 +30,17 @@ pub struct CondMeta {
     /// `guidance` (`FluxGuidance`): the distilled guidance strength of Flux dev; `None` lets
     /// the model use its default.
     pub guidance: Option<f64>,
+    /// `guidance: None` as `FluxDisableGuidance` sets it: while [`Self::guidance`] is `None`
+    /// the model gets no guidance at all instead of its default (`FluxGuidance` setting a
+    /// value overrides it, as in ComfyUI).
+    pub guidance_disabled: bool,
+    /// `concat_latent_image` (`InpaintModelConditioning`): the VAE latent of the image with
+    /// its masked pixels greyed, `[B, C, h, w]` in VAE space; inpainting models (Flux Fill)
+    /// take it as extra input channels.
+    pub concat_latent_image: Option<Tensor>,
+    /// `concat_mask` (`InpaintModelConditioning`): the inpainting mask at pixel size,
+    /// `[B, 1, H, W]`.
+    pub concat_mask: Option<Tensor>,
 }
 
 impl Default for CondMeta {
@@ -45,6 +56,9 @@ impl Default for CondMeta {
             end_percent: 1.0,
             size: None,
             guidance: None,
+            guidance_disabled: false,
+            concat_latent_image: None,
+            concat_mask: None,
         }
     }
 }

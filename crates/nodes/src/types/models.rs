@@ -43,6 +43,9 @@ pub struct Model {
     pub text_encoders: TextEncoderPolicy,
     /// Why the planner chose [`Self::text_encoders`].
     pub text_encoders_reason: String,
+    /// `DifferentialDiffusion`'s strength: when set, a latent's noise mask is thresholded
+    /// at every step by how far sampling has got (ComfyUI's `denoise_mask_function`).
+    pub differential_diffusion: Option<f64>,
 }
 
 impl Model {
