@@ -126,11 +126,59 @@ fn main() {
         "kiln-kernels on {} kernel threads",
         kiln_kernels::kernel_threads()
     );
-    // `cargo bench -p kiln-kernels -- bf16` times only the bf16-against-f32 cases.
-    if !std::env::args().any(|arg| arg == "bf16") {
+    // `cargo bench -p kiln-kernels -- bf16` times only the bf16-against-f32 cases,
+    // `-- attention` only attention with f32 against bf16 products.
+    let filter = |name: &str| std::env::args().any(|arg| arg == name);
+    if filter("attention") {
+        attention_products_comparisons();
+        return;
+    }
+    if !filter("bf16") {
         candle_comparisons();
     }
     bf16_comparisons();
+    attention_products_comparisons();
+}
+
+/// Kiln's attention on f32 inputs with f32 products against bf16 products (AVX512-BF16 where
+/// the CPU has it): the ratio is f32 time / bf16 time.
+fn attention_products_case(b: usize, h: usize, tq: usize, tk: usize, d: usize, runs: usize) {
+    let q = random(&[b, h, tq, d], DType::F32);
+    let k = random(&[b, h, tk, d], DType::F32);
+    let v = random(&[b, h, tk, d], DType::F32);
+    let scale = (d as f32).powf(-0.5);
+    let flops = 4.0 * (b * h * tq * tk * d) as f64;
+    let run = |products| {
+        time(runs, || {
+            kiln_kernels::attention_with(&q, &k, &v, scale, products)
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+    };
+    let f32_time = run(kiln_kernels::Products::AsInput);
+    let bf16_time = run(kiln_kernels::Products::Bf16);
+    println!(
+        "attention bf16 vs f32 {b}×{h}×{tq}×{tk}×{d:<10} f32 {:>8.2} ms  bf16 {:>8.2} ms  \
+         ratio {:>5.2}×  bf16 {:>6.1} GFLOP/s",
+        f32_time * 1e3,
+        bf16_time * 1e3,
+        f32_time / bf16_time,
+        flops / bf16_time / 1e9
+    );
+}
+
+/// SD1.5's self-attention at each UNet level of a 512² image (64², 32², 16² latents) and its
+/// cross-attention to 77 text tokens, CFG batch 2.
+fn attention_products_comparisons() {
+    println!(
+        "bf16 compute (AVX512-BF16) available: {}",
+        kiln_kernels::bf16_compute_available()
+    );
+    attention_products_case(2, 8, 4096, 4096, 40, 3);
+    attention_products_case(2, 8, 1024, 1024, 80, 5);
+    attention_products_case(2, 8, 256, 256, 160, 10);
+    attention_products_case(2, 8, 4096, 77, 40, 10);
+    attention_products_case(2, 8, 1024, 77, 80, 10);
+    attention_products_case(2, 8, 256, 77, 160, 10);
 }
 
 /// candle's own matmul in bf16 against f32 on a UNet linear-layer shape: what the rest of a bf16

@@ -8,10 +8,12 @@
 //! inputs in bf16 too.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::element::{contiguous, supports_dtype, with_widened, Element};
+use crate::element::{
+    contiguous, supports_dtype, with_values, with_widened, Element, WeightValues,
+};
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
@@ -47,10 +49,11 @@ impl Geometry {
     }
 }
 
-struct Conv2dOp {
+struct Conv2dOp<'w> {
     geometry: Geometry,
     bias: Option<Vec<f32>>,
     products: Products,
+    weight: WeightValues<'w>,
 }
 
 /// `conv2d(x, weight) + bias` for `x` `[B, C, H, W]` and `weight` `[O, C, kh, kw]` on the CPU,
@@ -66,6 +69,8 @@ pub fn conv2d(
     conv2d_with(x, weight, bias, padding, stride, Products::AsInput)
 }
 
+const OP: &str = "conv2d";
+
 /// [`conv2d`] with the products multiplied as `products` says.
 pub fn conv2d_with(
     x: &Tensor,
@@ -75,17 +80,50 @@ pub fn conv2d_with(
     stride: usize,
     products: Products,
 ) -> Result<Tensor> {
-    const OP: &str = "conv2d";
-    if !x.device().is_cpu() || !weight.device().is_cpu() {
+    if !weight.device().is_cpu() {
+        return Err(KernelError::NotOnCpu {
+            op: OP,
+            input: "weight",
+        });
+    }
+    let dims = weight.dims4().map_err(|_| KernelError::Shape {
+        op: OP,
+        input: "weight",
+        actual: weight.dims().to_vec(),
+        expected: "[O, C, kh, kw]".to_string(),
+    })?;
+    with_values(weight, OP, "weight", |values| {
+        conv2d_values(
+            x,
+            values,
+            [dims.0, dims.1, dims.2, dims.3],
+            bias,
+            padding,
+            stride,
+            products,
+        )
+    })?
+}
+
+/// [`conv2d_with`] for a weight of `weight_dims` `[O, C, kh, kw]` read in place from `weight`
+/// (a file's memory map, say) instead of a tensor.
+pub fn conv2d_values(
+    x: &Tensor,
+    weight: WeightValues<'_>,
+    weight_dims: [usize; 4],
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    products: Products,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
         return Err(KernelError::NotOnCpu { op: OP, input: "x" });
     }
-    for input in [x, weight] {
-        if !supports_dtype(input.dtype()) {
-            return Err(KernelError::UnsupportedDType {
-                op: OP,
-                dtype: input.dtype().as_str(),
-            });
-        }
+    if !supports_dtype(x.dtype()) {
+        return Err(KernelError::UnsupportedDType {
+            op: OP,
+            dtype: x.dtype().as_str(),
+        });
     }
     let (batch, in_channels, height, width) = x.dims4().map_err(|_| KernelError::Shape {
         op: OP,
@@ -96,12 +134,15 @@ pub fn conv2d_with(
     let weight_shape_error = || KernelError::Shape {
         op: OP,
         input: "weight",
-        actual: weight.dims().to_vec(),
+        actual: weight_dims.to_vec(),
         expected: format!("[O, {in_channels}, kh, kw] with a kernel that fits the padded input"),
     };
-    let (out_channels, weight_in, kernel_h, kernel_w) =
-        weight.dims4().map_err(|_| weight_shape_error())?;
+    let [out_channels, weight_in, kernel_h, kernel_w] = weight_dims;
+    let elements = weight_dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
     if weight_in != in_channels
+        || elements != Some(weight.len())
         || stride == 0
         || kernel_h == 0
         || kernel_w == 0
@@ -142,9 +183,9 @@ pub fn conv2d_with(
         },
         bias,
         products,
+        weight,
     };
-    Ok(x.contiguous()?
-        .apply_op2_no_bwd(&weight.contiguous()?, &op)?)
+    Ok(x.contiguous()?.apply_op1_no_bwd(&op)?)
 }
 
 /// The same convolution through candle's own ops (the reference the fast path is tested against).
@@ -162,7 +203,7 @@ pub fn conv2d_slow(
     })
 }
 
-impl CustomOp2 for Conv2dOp {
+impl CustomOp1 for Conv2dOp<'_> {
     fn name(&self) -> &'static str {
         "kiln-conv2d"
     }
@@ -171,19 +212,16 @@ impl CustomOp2 for Conv2dOp {
         &self,
         x: &CpuStorage,
         x_layout: &Layout,
-        w: &CpuStorage,
-        w_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geometry;
         // Every input × weight dtype pair: 16-bit weights of an f32 model are widened per call.
         macro_rules! dispatch {
             ($($x:ident),*) => {
                 match x {
-                    $(CpuStorage::$x(x) => match w {
-                        CpuStorage::F32(w) => self.run(x, x_layout, w, w_layout)?,
-                        CpuStorage::BF16(w) => self.run(x, x_layout, w, w_layout)?,
-                        CpuStorage::F16(w) => self.run(x, x_layout, w, w_layout)?,
-                        _ => return Err(unsupported(w.dtype())),
+                    $(CpuStorage::$x(x) => match self.weight {
+                        WeightValues::F32(w) => self.run(x, x_layout, w)?,
+                        WeightValues::BF16(w) => self.run(x, x_layout, w)?,
+                        WeightValues::F16(w) => self.run(x, x_layout, w)?,
                     },)*
                     _ => return Err(unsupported(x.dtype())),
                 }
@@ -201,19 +239,17 @@ fn unsupported(dtype: candle_core::DType) -> candle_core::Error {
     candle_core::Error::Msg(format!("kiln-conv2d: unsupported dtype {dtype:?}"))
 }
 
-impl Conv2dOp {
+impl Conv2dOp<'_> {
     fn run<T: Element, W: Element>(
         &self,
         x: &[T],
         x_layout: &Layout,
         w: &[W],
-        w_layout: &Layout,
     ) -> candle_core::Result<CpuStorage> {
         let g = self.geometry;
         let not_contiguous =
             || candle_core::Error::Msg("kiln-conv2d: inputs must be contiguous".into());
         let x = contiguous(x, x_layout).ok_or_else(not_contiguous)?;
-        let w = contiguous(w, w_layout).ok_or_else(not_contiguous)?;
         let plane_in = g.in_channels * g.height * g.width;
         if x.len() != g.batch * plane_in || w.len() != g.out_channels * g.patch() {
             return Err(candle_core::Error::Msg(

@@ -126,11 +126,32 @@ pub(crate) fn widen<T: Element>(values: &[T]) -> Cow<'_, [f32]> {
     }
 }
 
-/// A CPU tensor's values, borrowed in their element type.
-pub(crate) enum Values<'a> {
+/// A weight's values borrowed in their element type: a CPU tensor's, or bytes used in place
+/// (a weight file's memory map) by [`crate::conv2d_values`] and [`crate::linear_values`].
+#[derive(Debug, Clone, Copy)]
+pub enum WeightValues<'a> {
+    /// f32 elements.
     F32(&'a [f32]),
-    Bf16(&'a [bf16]),
+    /// bf16 elements.
+    BF16(&'a [bf16]),
+    /// f16 elements.
     F16(&'a [f16]),
+}
+
+impl WeightValues<'_> {
+    /// Elements.
+    pub fn len(&self) -> usize {
+        match self {
+            WeightValues::F32(v) => v.len(),
+            WeightValues::BF16(v) => v.len(),
+            WeightValues::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Calls `read` with the values of `tensor` (made contiguous first when it is a strided view):
@@ -139,7 +160,7 @@ pub(crate) fn with_values<R>(
     tensor: &candle_core::Tensor,
     op: &'static str,
     input: &'static str,
-    read: impl FnOnce(Values<'_>) -> R,
+    read: impl FnOnce(WeightValues<'_>) -> R,
 ) -> crate::Result<R> {
     let tensor = tensor.contiguous()?;
     let (storage, layout) = tensor.storage_and_layout();
@@ -153,9 +174,15 @@ pub(crate) fn with_values<R>(
         expected: "a contiguous tensor".to_string(),
     };
     Ok(match cpu {
-        CpuStorage::F32(v) => read(Values::F32(contiguous(v, layout).ok_or_else(strided)?)),
-        CpuStorage::BF16(v) => read(Values::Bf16(contiguous(v, layout).ok_or_else(strided)?)),
-        CpuStorage::F16(v) => read(Values::F16(contiguous(v, layout).ok_or_else(strided)?)),
+        CpuStorage::F32(v) => read(WeightValues::F32(
+            contiguous(v, layout).ok_or_else(strided)?,
+        )),
+        CpuStorage::BF16(v) => read(WeightValues::BF16(
+            contiguous(v, layout).ok_or_else(strided)?,
+        )),
+        CpuStorage::F16(v) => read(WeightValues::F16(
+            contiguous(v, layout).ok_or_else(strided)?,
+        )),
         _ => {
             return Err(crate::KernelError::UnsupportedDType {
                 op,

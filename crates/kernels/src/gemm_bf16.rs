@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use crate::matmul::{MatMut, MatRef};
+use crate::scratch::PackedBuffer;
 
 /// Rows of the result one micro-kernel call computes.
 const MR: usize = 12;
@@ -49,14 +50,14 @@ pub(crate) fn bf16_bits(value: f32) -> u32 {
 /// Two bf16 values as one 32-bit lane: `low` in bits 0..16, `high` in 16..32 (the order
 /// `vdpbf16ps` reads a k pair in).
 #[inline(always)]
-fn pair(low: f32, high: f32) -> u32 {
+pub(crate) fn pair(low: f32, high: f32) -> u32 {
     bf16_bits(low) | (bf16_bits(high) << 16)
 }
 
 /// The left operand rounded to bf16 and packed in panels of `MR` rows: panel `i`, k pair `p`,
 /// row `r` is `data[(i · k_pairs + p) · MR + r]`. Rows past the end and the odd k are zero.
 pub(crate) struct PackedLhs {
-    data: Vec<u32>,
+    data: PackedBuffer,
     rows: usize,
     cols: usize,
     k_pairs: usize,
@@ -70,10 +71,11 @@ impl PackedLhs {
         }
         let k_pairs = lhs.cols.div_ceil(2);
         let panels = lhs.rows.div_ceil(MR);
-        let mut data = vec![0u32; panels * k_pairs * MR];
-        if data.is_empty() {
+        if panels * k_pairs == 0 {
             return Some(Self::empty(lhs.rows, lhs.cols));
         }
+        // Every lane is written below (zero past the matrix), so a reused buffer needs no reset.
+        let mut data = PackedBuffer::take(panels * k_pairs * MR);
         let at = |r: usize, k: usize| -> f32 {
             if r < lhs.rows && k < lhs.cols {
                 lhs.data[r * lhs.row_stride + k * lhs.col_stride]
@@ -82,7 +84,8 @@ impl PackedLhs {
             }
         };
         crate::threads::install(|| {
-            data.par_chunks_mut(k_pairs * MR)
+            data.as_mut_slice()
+                .par_chunks_mut(k_pairs * MR)
                 .enumerate()
                 .for_each(|(panel, dst)| {
                     for (p, lanes) in dst.chunks_exact_mut(MR).enumerate() {
@@ -109,16 +112,22 @@ impl PackedLhs {
         }
         let k_pairs = cols.div_ceil(2);
         let panels = rows.div_ceil(MR);
-        let mut data = vec![0u32; panels * k_pairs * MR];
-        if data.is_empty() {
+        if panels * k_pairs == 0 {
             return Some(Self::empty(rows, cols));
         }
+        let mut data = PackedBuffer::take(panels * k_pairs * MR);
         crate::threads::install(|| {
-            data.par_chunks_mut(k_pairs * MR)
+            data.as_mut_slice()
+                .par_chunks_mut(k_pairs * MR)
                 .enumerate()
                 .for_each(|(panel, dst)| {
                     let first_row = panel * MR;
                     let panel_rows = MR.min(rows - first_row);
+                    // The rows below are written lane by lane; those past the matrix (last
+                    // panel only) must read as zero in a reused buffer.
+                    if panel_rows < MR {
+                        dst.fill(0);
+                    }
                     let source = &values[first_row * cols..(first_row + panel_rows) * cols];
                     // Whole pairs first (the odd last k, if any, pairs with zero below).
                     let whole = cols / 2;
@@ -145,7 +154,7 @@ impl PackedLhs {
     /// A matrix with no rows or no columns (nothing to pack).
     fn empty(rows: usize, cols: usize) -> Self {
         Self {
-            data: Vec::new(),
+            data: PackedBuffer::take(0),
             rows,
             cols,
             k_pairs: cols.div_ceil(2),
@@ -153,7 +162,7 @@ impl PackedLhs {
     }
 
     fn panel(&self, panel: usize) -> &[u32] {
-        &self.data[panel * self.k_pairs * MR..(panel + 1) * self.k_pairs * MR]
+        &self.data.as_slice()[panel * self.k_pairs * MR..(panel + 1) * self.k_pairs * MR]
     }
 }
 
@@ -224,12 +233,14 @@ const PACK_PANELS: usize = 8;
 /// The right operand packed for the cache blocks of [`block_pairs`] k pairs: block `b` (starting at
 /// pair `p0`, `bs` pairs long) holds `NR`-column panels back to back, and within panel `j`, k
 /// pair `q`, column `n` is `data[p0 · panels · NR + (j · bs + q) · NR + n]`.
-fn pack_rhs(rhs: &impl RhsRows, k_pairs: usize) -> Vec<u32> {
+///
+/// Every lane is written (zero past the matrix), so the buffer is a reused one.
+fn pack_rhs(rhs: &impl RhsRows, k_pairs: usize) -> PackedBuffer {
     let (rows, cols) = (rhs.rows(), rhs.cols());
     let panels = cols.div_ceil(NR);
-    let mut data = vec![0u32; panels * k_pairs * NR];
+    let mut data = PackedBuffer::take(panels * k_pairs * NR);
     let mut blocks = Vec::new();
-    let mut rest = &mut data[..];
+    let mut rest = data.as_mut_slice();
     let block_size = block_pairs(k_pairs);
     for p0 in (0..k_pairs).step_by(block_size) {
         let block = block_size.min(k_pairs - p0);
@@ -306,6 +317,7 @@ pub(crate) fn matmul_bf16(
     let fast = available();
     crate::threads::install(|| {
         let packed_rhs = pack_rhs(rhs, k_pairs);
+        let packed_rhs = packed_rhs.as_slice();
         let rhs_panels = n.div_ceil(NR);
         let tasks = m.div_ceil(ROWS_PER_TASK);
         // Task `t` owns result rows `t·ROWS_PER_TASK..`; its slice starts at its first row.
@@ -364,12 +376,68 @@ pub(crate) fn matmul_bf16(
 /// Where one micro-kernel call writes: the top-left `rows × cols` of an `MR × NR` tile whose
 /// rows lie `row_stride` apart in the output slice.
 #[derive(Clone, Copy)]
-struct Tile {
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
+pub(crate) struct Tile {
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) row_stride: usize,
     /// Add to the values already there rather than overwrite them.
-    accumulate: bool,
+    pub(crate) accumulate: bool,
+}
+
+/// A left operand read in place by [`row_tile`]: row-major bf16 pairs, row `r`'s k pair `p` at
+/// `pairs[r · row_stride + p]` (no panel packing, so a caller can write it row by row).
+#[derive(Clone, Copy)]
+pub(crate) struct PairRows<'a> {
+    pub(crate) pairs: &'a [u32],
+    pub(crate) row_stride: usize,
+}
+
+/// `c = a·b` (or `c += a·b` when `tile.accumulate`) for one `ROWS × 16·VECTORS` tile of which
+/// the top-left `tile.rows × tile.cols` is kept: `a` is [`PairRows`], `b` a panel of
+/// `16·VECTORS` columns, k pair `p`, column `n` at `b[p · 16·VECTORS + n]`. Small products (an
+/// attention block's scores and its probabilities times values) call this directly with the
+/// tile shape that suits their width. The fast kernel runs where the CPU has AVX512-BF16 and
+/// `a` holds all `ROWS` rows (callers leave room for them past a ragged end); the portable one
+/// otherwise, reading only the kept rows.
+pub(crate) fn row_tile<const ROWS: usize, const VECTORS: usize>(
+    k_pairs: usize,
+    a: PairRows<'_>,
+    b: &[u32],
+    c: &mut [f32],
+    tile: Tile,
+) {
+    fast::row_tile::<ROWS, VECTORS>(k_pairs, a, b, c, tile);
+}
+
+/// [`row_tile`] in plain Rust, summing each k pair in the order `vdpbf16ps` does. Reads only the
+/// kept rows.
+fn portable_row_tile<const ROWS: usize, const VECTORS: usize>(
+    k_pairs: usize,
+    a: PairRows<'_>,
+    b: &[u32],
+    c: &mut [f32],
+    tile: Tile,
+) {
+    let widen = |bits: u32| f32::from_bits(bits << 16);
+    let width = 16 * VECTORS;
+    let rows = tile.rows.min(ROWS);
+    let cols = tile.cols.min(width);
+    for r in 0..rows {
+        let a_row = &a.pairs[r * a.row_stride..r * a.row_stride + k_pairs];
+        let out = &mut c[r * tile.row_stride..r * tile.row_stride + cols];
+        let mut acc = [[0f32; 16]; VECTORS];
+        for (p, &a_pair) in a_row.iter().enumerate() {
+            let (a_low, a_high) = (widen(a_pair & 0xFFFF), widen(a_pair >> 16));
+            let b_lanes = &b[p * width..(p + 1) * width];
+            for (sum, &b_pair) in acc.iter_mut().flatten().zip(b_lanes) {
+                *sum += a_low * widen(b_pair & 0xFFFF);
+                *sum += a_high * widen(b_pair >> 16);
+            }
+        }
+        for (o, &v) in out.iter_mut().zip(acc.iter().flatten()) {
+            *o = if tile.accumulate { *o + v } else { v };
+        }
+    }
 }
 
 /// The micro-kernel in plain Rust, summing each k pair in the order `vdpbf16ps` does.
@@ -399,11 +467,99 @@ fn portable_kernel(k_pairs: usize, a: &[u32], b: &[u32], c: &mut [f32], tile: Ti
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod fast {
-    use super::{Tile, MR, NR};
+    use super::{PairRows, Tile, MR, NR};
     use std::arch::x86_64::{
         __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps, _mm512_set1_epi32, _mm512_setzero_ps,
+        _mm512_maskz_loadu_ps, _mm512_set1_epi32, _mm512_setzero_ps, _mm512_setzero_si512,
     };
+
+    /// Runs [`super::row_tile`]'s fast kernel after checking every slice covers what it will
+    /// touch (all `ROWS` rows of `a`), else the portable one.
+    pub(super) fn row_tile<const ROWS: usize, const VECTORS: usize>(
+        k_pairs: usize,
+        a: PairRows<'_>,
+        b: &[u32],
+        c: &mut [f32],
+        tile: Tile,
+    ) {
+        let a_needed = (ROWS - 1)
+            .checked_mul(a.row_stride)
+            .and_then(|start| start.checked_add(k_pairs));
+        let c_needed = (tile.rows.saturating_sub(1)) * tile.row_stride + tile.cols;
+        let sizes_ok = a_needed.is_some_and(|needed| a.pairs.len() >= needed)
+            && b.len() >= k_pairs * 16 * VECTORS
+            && tile.rows <= ROWS
+            && tile.cols <= 16 * VECTORS
+            && c.len() >= c_needed;
+        if !sizes_ok || !detected() {
+            super::portable_row_tile::<ROWS, VECTORS>(k_pairs, a, b, c, tile);
+            return;
+        }
+        // SAFETY: the CPU has AVX-512F and AVX512-BF16 (checked just above, cached by std);
+        // `a` holds `ROWS` rows of `k_pairs` lanes `row_stride` apart, `b` `k_pairs` rows of
+        // `16·VECTORS` lanes, and `c` covers `tile.rows` rows of `tile.cols` values
+        // `row_stride` apart (all checked above), which is everything the kernel reads or
+        // writes: its masked loads and stores touch only the first `tile.cols` lanes of the
+        // first `tile.rows` rows.
+        unsafe {
+            row_tile_avx512::<ROWS, VECTORS>(
+                k_pairs,
+                a.pairs.as_ptr(),
+                a.row_stride,
+                b.as_ptr(),
+                c.as_mut_ptr(),
+                tile,
+            )
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn row_tile_avx512<const ROWS: usize, const VECTORS: usize>(
+        k_pairs: usize,
+        a: *const u32,
+        a_stride: usize,
+        b: *const u32,
+        c: *mut f32,
+        tile: Tile,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); VECTORS]; ROWS];
+        let mut b_vectors = [as_bh(_mm512_setzero_si512()); VECTORS];
+        for p in 0..k_pairs {
+            for (v, b_vector) in b_vectors.iter_mut().enumerate() {
+                // SAFETY: `p < k_pairs` and `v < VECTORS`: inside `b`'s `k_pairs · 16·VECTORS`
+                // lanes (checked by the caller).
+                *b_vector =
+                    as_bh(unsafe { _mm512_loadu_si512(b.add((p * VECTORS + v) * 16).cast()) });
+            }
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                // SAFETY: `r < ROWS` and `p < k_pairs`: inside `a` (checked by the caller).
+                let a_pair = as_bh(_mm512_set1_epi32(unsafe { *a.add(r * a_stride + p) } as i32));
+                for (sum, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
+                    *sum = _mm512_dpbf16_ps(*sum, a_pair, b_vector);
+                }
+            }
+        }
+        let mut masks = [0u16; VECTORS];
+        for (v, mask) in masks.iter_mut().enumerate() {
+            let lanes = tile.cols.saturating_sub(16 * v).min(16);
+            *mask = ((1u32 << lanes) - 1) as u16;
+        }
+        for (r, acc_row) in acc.iter().enumerate().take(tile.rows) {
+            for (v, &sum) in acc_row.iter().enumerate() {
+                // SAFETY: row `r < tile.rows` and the masked lanes `< tile.cols` lie inside `c`
+                // (checked by the caller); masked-off lanes are neither read nor written.
+                unsafe {
+                    let dst = c.add(r * tile.row_stride + 16 * v);
+                    let value = if tile.accumulate {
+                        std::arch::x86_64::_mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], dst), sum)
+                    } else {
+                        sum
+                    };
+                    _mm512_mask_storeu_ps(dst, masks[v], value);
+                }
+            }
+        }
+    }
 
     pub(super) fn detected() -> bool {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
@@ -486,10 +642,20 @@ mod fast {
 /// Non-x86 targets have no `vdpbf16ps`: the portable kernel is all there is.
 #[cfg(not(target_arch = "x86_64"))]
 mod fast {
-    use super::Tile;
+    use super::{PairRows, Tile};
 
     pub(super) fn detected() -> bool {
         false
+    }
+
+    pub(super) fn row_tile<const ROWS: usize, const VECTORS: usize>(
+        k_pairs: usize,
+        a: PairRows<'_>,
+        b: &[u32],
+        c: &mut [f32],
+        tile: Tile,
+    ) {
+        super::portable_row_tile::<ROWS, VECTORS>(k_pairs, a, b, c, tile);
     }
 
     pub(super) fn kernel(k_pairs: usize, a: &[u32], b: &[u32], c: &mut [f32], tile: Tile) {
@@ -633,6 +799,100 @@ mod tests {
         }
         assert!(f32::from_bits(bf16_bits(f32::NAN) << 16).is_nan());
         assert!(f32::from_bits(bf16_bits(-f32::NAN) << 16).is_nan());
+    }
+
+    fn row_tile_case<const ROWS: usize, const VECTORS: usize>(k_pairs: usize, cols: usize) {
+        let lanes = |count: usize, seed: u32| -> Vec<u32> {
+            (0..count as u32)
+                .map(|i| {
+                    let x = ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0;
+                    pair(x, 0.25 - x)
+                })
+                .collect()
+        };
+        let a_stride = k_pairs + 3;
+        let a = lanes(ROWS * a_stride, 5);
+        let b = lanes(k_pairs * 16 * VECTORS, 9);
+        let row_stride = 16 * VECTORS + 5;
+        let tile = Tile {
+            rows: ROWS - 1,
+            cols,
+            row_stride,
+            accumulate: true,
+        };
+        let mut portable = vec![1f32; ROWS * row_stride];
+        let mut fast = portable.clone();
+        let a = PairRows {
+            pairs: &a,
+            row_stride: a_stride,
+        };
+        portable_row_tile::<ROWS, VECTORS>(k_pairs, a, &b, &mut portable, tile);
+        row_tile::<ROWS, VECTORS>(k_pairs, a, &b, &mut fast, tile);
+        // The exact f64 sum of the same bf16 products bounds both kernels.
+        let widen = |bits: u32| f64::from(f32::from_bits(bits << 16));
+        for r in 0..ROWS {
+            for n in 0..row_stride {
+                let i = r * row_stride + n;
+                if r >= tile.rows || n >= cols {
+                    assert_eq!(fast[i], 1.0, "lane {i} outside the tile was written");
+                    assert_eq!(portable[i], 1.0, "lane {i} outside the tile was written");
+                    continue;
+                }
+                let mut want = 1.0f64;
+                for p in 0..k_pairs {
+                    let (x, y) = (a.pairs[r * a_stride + p], b[p * 16 * VECTORS + n]);
+                    want += widen(x & 0xFFFF) * widen(y & 0xFFFF) + widen(x >> 16) * widen(y >> 16);
+                }
+                let bound = 2.0 * k_pairs as f64 * f64::from(f32::EPSILON) * (1.0 + want.abs());
+                assert!(
+                    (f64::from(fast[i]) - want).abs() <= bound,
+                    "fast {i}: {} vs {want}",
+                    fast[i]
+                );
+                assert!(
+                    (f64::from(portable[i]) - want).abs() <= bound,
+                    "portable {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn row_tiles_of_every_shape_match_an_exact_sum() {
+        row_tile_case::<12, 2>(20, 29);
+        row_tile_case::<8, 3>(37, 40);
+        row_tile_case::<6, 4>(5, 64);
+        row_tile_case::<4, 5>(64, 75);
+    }
+
+    #[test]
+    fn packing_into_a_dirty_reused_buffer_still_zeroes_the_padding() {
+        let mut dirty = PackedBuffer::take(4096);
+        dirty.as_mut_slice().fill(u32::MAX);
+        drop(dirty);
+        // 13 rows: the second panel has 11 rows of padding; 5 columns: an odd last k.
+        let values: Vec<half::bf16> = (0..13 * 5)
+            .map(|i| half::bf16::from_f32(i as f32))
+            .collect();
+        let packed = PackedLhs::from_bf16(&values, 13, 5).unwrap();
+        let second = packed.panel(1);
+        for p in 0..3 {
+            for r in 0..MR {
+                let want = if r == 0 {
+                    let at = |k: usize| {
+                        if k < 5 {
+                            u32::from(values[12 * 5 + k].to_bits())
+                        } else {
+                            0
+                        }
+                    };
+                    at(2 * p) | (at(2 * p + 1) << 16)
+                } else {
+                    0
+                };
+                assert_eq!(second[p * MR + r], want, "pair {p} row {r}");
+            }
+        }
     }
 
     #[test]

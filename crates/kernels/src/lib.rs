@@ -30,11 +30,11 @@ mod scratch;
 mod simd;
 mod threads;
 
-pub use attention::{attention, attention_slow};
-pub use conv2d::{conv2d, conv2d_slow, conv2d_with};
-pub use element::supports_dtype;
+pub use attention::{attention, attention_slow, attention_with};
+pub use conv2d::{conv2d, conv2d_slow, conv2d_values, conv2d_with};
+pub use element::{supports_dtype, WeightValues};
 pub use error::{KernelError, Result};
 pub use gemm_bf16::{bf16_compute_available, bf16_matmul, Products};
-pub use linear::{linear, linear_slow, linear_with};
+pub use linear::{linear, linear_slow, linear_values, linear_with};
 pub use norm::{group_norm, group_norm_slow, layer_norm, layer_norm_slow, Activation};
 pub use threads::{enabled, kernel_threads, physical_cores};

@@ -7,7 +7,7 @@
 use candle_core::{DType, Tensor};
 use half::bf16;
 
-use crate::element::{supports_dtype, with_values, with_widened, Element, Values};
+use crate::element::{supports_dtype, with_values, with_widened, Element, WeightValues};
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
@@ -20,6 +20,8 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     linear_with(x, weight, bias, Products::AsInput)
 }
 
+const OP: &str = "linear";
+
 /// [`linear`] with the products multiplied as `products` says.
 pub fn linear_with(
     x: &Tensor,
@@ -27,17 +29,40 @@ pub fn linear_with(
     bias: Option<&Tensor>,
     products: Products,
 ) -> Result<Tensor> {
-    const OP: &str = "linear";
-    if !x.device().is_cpu() || !weight.device().is_cpu() {
+    if !weight.device().is_cpu() {
+        return Err(KernelError::NotOnCpu {
+            op: OP,
+            input: "weight",
+        });
+    }
+    let dims = weight.dims2().map_err(|_| KernelError::Shape {
+        op: OP,
+        input: "weight",
+        actual: weight.dims().to_vec(),
+        expected: "[N, K]".to_string(),
+    })?;
+    with_values(weight, OP, "weight", |values| {
+        linear_values(x, values, [dims.0, dims.1], bias, products)
+    })?
+}
+
+/// [`linear_with`] for a weight of `weight_dims` `[N, K]` read in place from `weight` (a file's
+/// memory map, say) instead of a tensor.
+pub fn linear_values(
+    x: &Tensor,
+    weight: WeightValues<'_>,
+    weight_dims: [usize; 2],
+    bias: Option<&Tensor>,
+    products: Products,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
         return Err(KernelError::NotOnCpu { op: OP, input: "x" });
     }
-    for input in [x, weight] {
-        if !supports_dtype(input.dtype()) {
-            return Err(KernelError::UnsupportedDType {
-                op: OP,
-                dtype: input.dtype().as_str(),
-            });
-        }
+    if !supports_dtype(x.dtype()) {
+        return Err(KernelError::UnsupportedDType {
+            op: OP,
+            dtype: x.dtype().as_str(),
+        });
     }
     let in_features = x.dims().last().copied().ok_or_else(|| KernelError::Shape {
         op: OP,
@@ -45,8 +70,8 @@ pub fn linear_with(
         actual: x.dims().to_vec(),
         expected: "[..., K]".to_string(),
     })?;
-    let out_features = match weight.dims() {
-        &[n, k] if k == in_features => n,
+    let out_features = match weight_dims {
+        [n, k] if k == in_features && n.checked_mul(k) == Some(weight.len()) => n,
         other => {
             return Err(KernelError::Shape {
                 op: OP,
@@ -81,15 +106,26 @@ pub fn linear_with(
     }
     if !bf16_products {
         if x.dtype() != DType::F32 {
+            let weight = match weight {
+                WeightValues::F32(w) => {
+                    Tensor::from_slice(w, (weight_dims[0], weight_dims[1]), x.device())?
+                }
+                WeightValues::BF16(w) => {
+                    Tensor::from_slice(w, (weight_dims[0], weight_dims[1]), x.device())?
+                }
+                WeightValues::F16(w) => {
+                    Tensor::from_slice(w, (weight_dims[0], weight_dims[1]), x.device())?
+                }
+            };
             return linear_slow(x, &weight.to_dtype(x.dtype())?, bias);
         }
         // f32: the weight is read in place, or widened into a reused buffer when 16-bit.
         let mut out = bias_rows(bias, tokens, out_features)?;
         let multiplied = with_values(x, OP, "x", |x_values| {
-            let Values::F32(x_values) = x_values else {
-                return Ok(false);
+            let WeightValues::F32(x_values) = x_values else {
+                return false;
             };
-            with_values(weight, OP, "weight", |w_values| {
+            {
                 let mut product = |w: &[f32]| {
                     let dst = MatMut {
                         data: &mut out,
@@ -109,22 +145,22 @@ pub fn linear_with(
                     let lhs = row_major(x_values, tokens, in_features);
                     matmul(dst, lhs, transposed, 1.0, bias.is_some(), Threads::Pool)
                 };
-                match w_values {
-                    Values::F32(w) => product(w),
-                    Values::Bf16(w) => with_widened(w, &mut product),
-                    Values::F16(w) => with_widened(w, &mut product),
+                match weight {
+                    WeightValues::F32(w) => product(w),
+                    WeightValues::BF16(w) => with_widened(w, &mut product),
+                    WeightValues::F16(w) => with_widened(w, &mut product),
                 }
-            })
-        })??;
+            }
+        })?;
         if !multiplied {
             return Err(size_error());
         }
         return Ok(Tensor::from_vec(out, shape, x.device())?);
     }
     let packed = with_values(x, OP, "x", |values| match values {
-        Values::Bf16(v) => PackedLhs::from_bf16(v, tokens, in_features),
-        Values::F32(v) => PackedLhs::new(row_major(v, tokens, in_features)),
-        Values::F16(v) => {
+        WeightValues::BF16(v) => PackedLhs::from_bf16(v, tokens, in_features),
+        WeightValues::F32(v) => PackedLhs::new(row_major(v, tokens, in_features)),
+        WeightValues::F16(v) => {
             let widened = crate::threads::par_map(v, half::f16::to_f32);
             PackedLhs::new(row_major(&widened, tokens, in_features))
         }
@@ -139,7 +175,7 @@ pub fn linear_with(
         col_stride: 1,
     };
     let accumulate = bias.is_some();
-    let multiplied = with_values(weight, OP, "weight", |values| {
+    let multiplied = {
         fn product<W: Element>(
             dst: MatMut<'_>,
             packed: &PackedLhs,
@@ -153,12 +189,12 @@ pub fn linear_with(
             };
             matmul_bf16(dst, packed, &transposed, accumulate)
         }
-        match values {
-            Values::F32(w) => product(dst, &packed, w, accumulate),
-            Values::Bf16(w) => product(dst, &packed, w, accumulate),
-            Values::F16(w) => product(dst, &packed, w, accumulate),
+        match weight {
+            WeightValues::F32(w) => product(dst, &packed, w, accumulate),
+            WeightValues::BF16(w) => product(dst, &packed, w, accumulate),
+            WeightValues::F16(w) => product(dst, &packed, w, accumulate),
         }
-    })?;
+    };
     if !multiplied {
         return Err(size_error());
     }

@@ -1,21 +1,26 @@
-//! Per-thread reusable f32 buffers for the kernels' temporaries (widened weights, im2col
-//! columns): a fresh multi-megabyte allocation per layer costs more in page faults than the
-//! work done in it, so each calling thread keeps one buffer per use and grows it as needed.
+//! Per-thread reusable buffers for the kernels' temporaries (widened weights, im2col columns,
+//! attention scores, bf16-packed operands): a fresh multi-megabyte allocation per layer costs
+//! more in page faults and zeroing than the work done in it, so each calling thread keeps its
+//! buffers and grows them as needed.
 
 use std::cell::RefCell;
 
-/// What a buffer is for (each use has its own, so one can be filled while another is read).
+/// What an f32 buffer is for (each use has its own, so one can be filled while another is read).
 #[derive(Clone, Copy)]
 pub(crate) enum Scratch {
     /// A 16-bit weight widened to f32.
     Widened,
     /// im2col columns of a convolution band.
     Columns,
+    /// One attention task's block of scores.
+    Scores,
 }
 
 thread_local! {
     static WIDENED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SPARE_PACKED: RefCell<Vec<Vec<u32>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `use_buffer` with `len` f32s of this thread's `scratch` buffer (contents unspecified:
@@ -29,6 +34,7 @@ pub(crate) fn with_scratch<R>(
     let cell = match scratch {
         Scratch::Widened => &WIDENED,
         Scratch::Columns => &COLUMNS,
+        Scratch::Scores => &SCORES,
     };
     cell.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffer) => {
@@ -39,4 +45,100 @@ pub(crate) fn with_scratch<R>(
         }
         Err(_) => use_buffer(&mut vec![0.0; len]),
     })
+}
+
+/// Spare packed buffers one thread keeps: a bf16 product holds two at once (its packed left and
+/// right operands), attention its packed inputs and one task's probabilities.
+const SPARE_PACKED_BUFFERS: usize = 3;
+
+/// A buffer of bf16 pairs (`u32` lanes) taken from this thread's spares and handed back to the
+/// spares of whichever thread drops it, so packed operands cost no allocation or zeroing once
+/// every thread has seen the largest size. Its contents start unspecified (whatever a previous
+/// use left, zero where it grew): packers write every lane they later read.
+pub(crate) struct PackedBuffer {
+    values: Vec<u32>,
+    len: usize,
+}
+
+impl PackedBuffer {
+    /// `len` lanes: the smallest spare that is large enough, else the largest spare grown.
+    pub(crate) fn take(len: usize) -> Self {
+        let spare = SPARE_PACKED
+            .try_with(|spares| {
+                let mut spares = spares.try_borrow_mut().ok()?;
+                let fitting = spares
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.len() >= len)
+                    .min_by_key(|(_, v)| v.len())
+                    .map(|(i, _)| i);
+                let largest = spares
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, v)| v.len())
+                    .map(|(i, _)| i);
+                fitting.or(largest).map(|i| spares.swap_remove(i))
+            })
+            .ok()
+            .flatten();
+        let mut values = spare.unwrap_or_default();
+        if values.len() < len {
+            values.resize(len, 0);
+        }
+        Self { values, len }
+    }
+
+    /// The lanes.
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        &self.values[..self.len]
+    }
+
+    /// The lanes, writable.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u32] {
+        &mut self.values[..self.len]
+    }
+}
+
+impl Drop for PackedBuffer {
+    fn drop(&mut self) {
+        let values = std::mem::take(&mut self.values);
+        if values.is_empty() {
+            return;
+        }
+        // A thread being torn down has no spares left to keep it in: the buffer is freed.
+        let _ = SPARE_PACKED.try_with(|spares| {
+            if let Ok(mut spares) = spares.try_borrow_mut() {
+                spares.push(values);
+                if spares.len() > SPARE_PACKED_BUFFERS {
+                    if let Some(smallest) = spares
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, v)| v.len())
+                        .map(|(i, _)| i)
+                    {
+                        spares.swap_remove(smallest);
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_packed_buffer_is_reused_by_the_next_take() {
+        let mut first = PackedBuffer::take(1000);
+        first.as_mut_slice()[999] = 7;
+        let address = first.as_slice().as_ptr();
+        drop(first);
+        let second = PackedBuffer::take(500);
+        assert_eq!(second.as_slice().len(), 500);
+        assert_eq!(second.as_slice().as_ptr(), address);
+        let third = PackedBuffer::take(2000);
+        assert_eq!(third.as_slice().len(), 2000);
+        assert_ne!(third.as_slice().as_ptr(), address);
+    }
 }

@@ -16,10 +16,13 @@ pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a `round` call.
+    // Adding 1.5·2²³ rounds to the nearest integer n, held in the low mantissa bits (|n| < 2²²),
+    // without a `round` call; 2ⁿ is then built from those bits, since an f32 → i32 cast would
+    // not vectorise.
     const ROUNDER: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + ROUNDER) - ROUNDER;
+    let shifted = x * LOG2E + ROUNDER;
+    let n = shifted - ROUNDER;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -28,7 +31,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let poly = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let n_bits = shifted.to_bits().wrapping_sub(ROUNDER.to_bits());
+    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
     poly * two_n
 }
 
@@ -87,6 +91,30 @@ mod tests {
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn two_to_the_n_from_mantissa_bits_equals_the_cast() {
+        // The former construction of 2ⁿ (an f32 → i32 cast); parity fixtures were made with it.
+        let by_cast = |x: f32| {
+            let x = x.clamp(-87.3, 88.3);
+            let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+            f32::from_bits(((n as i32 + 127) << 23) as u32)
+        };
+        let by_bits = |x: f32| {
+            let x = x.clamp(-87.3, 88.3);
+            let shifted = x * std::f32::consts::LOG2_E + 12_582_912.0f32;
+            let n_bits = shifted.to_bits().wrapping_sub(12_582_912.0f32.to_bits());
+            f32::from_bits(n_bits.wrapping_add(127) << 23)
+        };
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            assert_eq!(by_bits(x).to_bits(), by_cast(x).to_bits(), "{x}");
+            x += 0.003_7;
+        }
+        for x in [f32::NEG_INFINITY, -87.3, -0.0, 0.0, 88.3, f32::INFINITY] {
+            assert_eq!(by_bits(x).to_bits(), by_cast(x).to_bits(), "{x}");
+        }
     }
 
     #[test]
