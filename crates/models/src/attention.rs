@@ -101,6 +101,8 @@ pub struct Attention {
     upcast: bool,
     budget: MemoryBudget,
     split_rule: SplitRule,
+    /// How the CPU kernel multiplies `q·kᵀ` and `p·v` (bf16 under the plan's bf16 products).
+    products: kiln_kernels::Products,
 }
 
 impl Attention {
@@ -111,6 +113,7 @@ impl Attention {
             upcast: false,
             budget: MemoryBudget::Device,
             split_rule: SplitRule::CrossAttention,
+            products: kiln_kernels::Products::AsInput,
         }
     }
 
@@ -121,9 +124,17 @@ impl Attention {
         } else {
             SplitRule::CrossAttention
         };
-        Attention::new(plan.attention)
-            .with_upcast(plan.upcast_attention)
-            .with_split_rule(split_rule)
+        let products = if plan.bf16_products {
+            kiln_kernels::Products::Bf16
+        } else {
+            kiln_kernels::Products::AsInput
+        };
+        Attention {
+            products,
+            ..Attention::new(plan.attention)
+                .with_upcast(plan.upcast_attention)
+                .with_split_rule(split_rule)
+        }
     }
 
     /// Computes scores and softmax in f32 when the inputs are half precision (ComfyUI
@@ -390,8 +401,8 @@ impl Attention {
         let f32_scores_wanted = self.upcast || q.dtype() == DType::F32;
         if mask.is_none() && f32_scores_wanted && crate::layers::use_cpu_kernel(q) {
             let scale = (shape.head_dim as f32).powf(-0.5);
-            let out =
-                kiln_kernels::attention(q, k, v, scale).map_err(crate::layers::from_kernel)?;
+            let out = kiln_kernels::attention_with(q, k, v, scale, self.products)
+                .map_err(crate::layers::from_kernel)?;
             return Ok((
                 out,
                 AttentionTrace {

@@ -60,13 +60,25 @@ impl Linear {
             None if use_cpu_kernel(x) => {
                 // The kernel widens a 16-bit weight per call, multiplies in bf16 where the plan
                 // or the input says so, and adds the bias in f32 before rounding the result.
-                let w = self.weights.get_unwidened("weight")?;
                 let bias = if self.has_bias {
                     Some(self.weights.get("bias")?)
                 } else {
                     None
                 };
-                return kiln_kernels::linear_with(x, &w, bias.as_ref(), self.weights.products())
+                let products = self.weights.products();
+                if let Some(values) = self.weights.mapped_values("weight")? {
+                    let dims = self.weights.shape("weight")?.dims2()?;
+                    return kiln_kernels::linear_values(
+                        x,
+                        values,
+                        [dims.0, dims.1],
+                        bias.as_ref(),
+                        products,
+                    )
+                    .map_err(from_kernel);
+                }
+                let w = self.weights.get_unwidened("weight")?;
+                return kiln_kernels::linear_with(x, &w, bias.as_ref(), products)
                     .map_err(from_kernel);
             }
             None => {
@@ -129,19 +141,33 @@ impl Conv2d {
     /// Applies the convolution to `x` `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if use_cpu_kernel(x) {
-            let w = self.weights.get_unwidened("weight")?;
             let bias = if self.has_bias {
                 Some(self.weights.get("bias")?)
             } else {
                 None
             };
+            let products = self.weights.products();
+            if let Some(values) = self.weights.mapped_values("weight")? {
+                let dims = self.weights.shape("weight")?.dims4()?;
+                return kiln_kernels::conv2d_values(
+                    x,
+                    values,
+                    [dims.0, dims.1, dims.2, dims.3],
+                    bias.as_ref(),
+                    self.padding,
+                    self.stride,
+                    products,
+                )
+                .map_err(from_kernel);
+            }
+            let w = self.weights.get_unwidened("weight")?;
             return kiln_kernels::conv2d_with(
                 x,
                 &w,
                 bias.as_ref(),
                 self.padding,
                 self.stride,
-                self.weights.products(),
+                products,
             )
             .map_err(from_kernel);
         }

@@ -75,6 +75,22 @@ impl Weights {
         Ok(self.store.get_unwidened(&self.path(leaf))?)
     }
 
+    /// The values of `leaf` in place in its file's memory map, for the CPU kernels, when the
+    /// store uses it from there ([`HeldTensor::Mapped`]); `None` otherwise.
+    pub fn mapped_values(&self, leaf: &str) -> Result<Option<kiln_kernels::WeightValues<'_>>> {
+        Ok(self.held(leaf)?.mapped_values().map(|values| match values {
+            kiln_runtime::MappedValues::F32(v) => kiln_kernels::WeightValues::F32(v),
+            kiln_runtime::MappedValues::F16(v) => kiln_kernels::WeightValues::F16(v),
+            kiln_runtime::MappedValues::BF16(v) => kiln_kernels::WeightValues::BF16(v),
+        }))
+    }
+
+    /// Marks the whole component in use until the guard drops (its weights used in place from
+    /// their files are mapped ahead, and let go afterwards): see [`WeightStore::in_use`].
+    pub fn in_use(&self) -> kiln_runtime::InUse<'_> {
+        self.store.in_use()
+    }
+
     /// How the CPU kernels multiply this component's matrix products.
     pub fn products(&self) -> kiln_kernels::Products {
         if self.store.bf16_products() {

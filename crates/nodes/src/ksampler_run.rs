@@ -2,8 +2,9 @@
 //! `SamplerCustomAdvanced` (ComfyUI's `common_ksampler` / `sample_custom` →
 //! `CFGGuider.sample`): the empty latent fixed to the model's channels, initial noise from a
 //! [`Noise`], the sigmas, conditioning turned into guided entries (SDXL ADM vectors from the size
-//! options, pooled vectors and Flux guidance for the DiTs), classifier-free guidance over the
-//! network, the noise-mask blending of inpainting (`KSamplerX0Inpaint`), the sampler, and
+//! options, pooled vectors and Flux guidance for the DiTs, Flux Fill's `c_concat`),
+//! classifier-free guidance over the network, the noise-mask blending of inpainting
+//! (`KSamplerX0Inpaint`, thresholded per step under `DifferentialDiffusion`), the sampler, and
 //! per-step progress (with a preview of the denoised prediction under `--preview-method`),
 //! interruption and the last denoised prediction (`denoised_output`). Before a run, text
 //! encoders are released when the model's plan frees them before diffusion.
@@ -16,6 +17,7 @@ use kiln_detect::Architecture;
 use kiln_graph::ExecutionContext;
 use kiln_models::{
     sdxl_adm, sdxl_refiner_adm, CfgDenoiser, GuidedCond, PromptKind, RefinerSize, SdxlSize,
+    FLUX_DEFAULT_GUIDANCE,
 };
 use kiln_runtime::TextEncoderPolicy;
 use kiln_sampling::samplers::{Denoiser, SamplerContext, StepInfo};
@@ -24,13 +26,16 @@ use kiln_sampling::{
     ksampler_sigmas, sample, ModelSampling, NormalKernel, StepRange, TorchCpuNoise,
 };
 
+use crate::concat_cond::{ConcatChannels, ConcatTarget};
 use crate::error::{NodesError, TensorContext};
 use crate::network::Network;
+use crate::nodes::differential_diffusion::StepMask;
 use crate::preview::{Previewer, StepPreviews};
 use crate::resample::{common_upscale, Crop, Planes, UpscaleMethod};
 use crate::services::NodeServices;
 use crate::types::{
-    Conditioning, Guider, Latent, Model, Noise, NoiseKind, SamplerChoice, SizeConditioning,
+    CondMeta, Conditioning, Guider, Latent, Model, Noise, NoiseKind, SamplerChoice,
+    SizeConditioning,
 };
 
 /// Everything `common_ksampler` takes besides the model, conditioning and latent.
@@ -61,16 +66,16 @@ fn sampling_error(context: &str) -> impl Fn(kiln_sampling::SamplingError) -> Nod
     }
 }
 
-/// `GuidedCond`s for one side: SDXL's ADM vectors for a latent of `height × width` cells, the
-/// pooled vector as `y` for SD3 and Flux (`encode_adm`), and `FluxGuidance`'s strength.
+/// `GuidedCond`s for one side: SDXL's ADM vectors for the latent's size, the pooled vector as
+/// `y` for SD3 and Flux (`encode_adm`), Flux guidance and `c_concat` (`concat_cond`).
 fn guided(
     model: &Model,
     conditioning: &Conditioning,
     prompt: PromptKind,
-    height: usize,
-    width: usize,
+    concat: &ConcatTarget<'_>,
     device: &Device,
 ) -> Result<Vec<GuidedCond>, NodesError> {
+    let (_, _, height, width) = concat.shape;
     let model_error = |source| NodesError::Model {
         context: "building SDXL size conditioning".to_owned(),
         source: Box::new(source),
@@ -101,6 +106,10 @@ fn guided(
                 Some(y) => Some(y.to_device(device).context("placing the ADM vector")?),
                 None => None,
             };
+            let concat = match concat.for_entry(&entry.meta)? {
+                Some(concat) => Some(concat.to_device(device).context("placing c_concat")?),
+                None => None,
+            };
             Ok(GuidedCond {
                 context: entry
                     .cond
@@ -111,13 +120,35 @@ fn guided(
                 strength: entry.meta.strength,
                 start_percent: entry.meta.start_percent,
                 end_percent: entry.meta.end_percent,
-                guidance: entry.meta.guidance,
-                // Only Flux Fill / inpainting models take `c_concat`, and no supported node
-                // sets `concat_latent_image` yet.
-                concat: None,
+                guidance: flux_guidance(model.architecture, &entry.meta),
+                concat,
             })
         })
         .collect()
+}
+
+/// `model_base.Flux.extra_conds`' `guidance`: the entry's value, ComfyUI's default 3.5 where
+/// none was set, and nothing after `FluxDisableGuidance` (the network then adds no guidance
+/// term). Other architectures keep the value as set (they ignore it).
+fn flux_guidance(architecture: Architecture, meta: &CondMeta) -> Option<f64> {
+    match (architecture, meta.guidance) {
+        (Architecture::Flux, None) if meta.guidance_disabled => None,
+        (Architecture::Flux, None) => Some(f64::from(FLUX_DEFAULT_GUIDANCE)),
+        (_, guidance) => guidance,
+    }
+}
+
+/// The extra input channels a network reads besides the latent: Flux models whose `img_in`
+/// is wider than their output (Fill, and the image-conditioned control models). ComfyUI's
+/// UNet inpainting `concat_keys` are not supported; other UNets read none.
+fn concat_channels(network: &Network) -> Option<ConcatChannels> {
+    match network {
+        Network::Flux(flux) => Some(ConcatChannels {
+            input: flux.config().in_channels,
+            output: flux.config().out_channels,
+        }),
+        _ => None,
+    }
 }
 
 /// `comfy.sampler_helpers.prepare_mask`: the noise mask resized bilinearly to the latent,
@@ -159,11 +190,12 @@ fn prepare_mask(mask: &Tensor, shape: (usize, usize, usize, usize)) -> Result<Te
 
 /// `KSamplerX0Inpaint`: keeps the unmasked part of the latent at the noised original, and the
 /// prediction there at the original.
+/// Under `DifferentialDiffusion` the mask is first thresholded for the step ([`StepMask`]).
 struct InpaintDenoiser<'a> {
     inner: &'a mut dyn Denoiser,
     sampling: &'a ModelSampling,
     mask: Tensor,
-    keep: Tensor,
+    step_mask: Option<StepMask>,
     latent: Tensor,
     noise: Tensor,
 }
@@ -174,14 +206,22 @@ impl Denoiser for InpaintDenoiser<'_> {
             context: "inpainting mask",
             source,
         };
+        let mask = match &self.step_mask {
+            Some(step) => step
+                .at(&self.mask, self.sampling.timestep(sigma as f32))
+                .map_err(|error| kiln_sampling::SamplingError::Denoiser {
+                    sigma,
+                    source: Box::new(error),
+                })?,
+            None => self.mask.clone(),
+        };
+        let keep = (1.0 - &mask).map_err(wrap)?;
         let noised = self
             .sampling
             .noise_scaling(sigma as f32, &self.noise, &self.latent, false)?;
-        let x = ((x * &self.mask).map_err(wrap)? + (noised * &self.keep).map_err(wrap)?)
-            .map_err(wrap)?;
+        let x = ((x * &mask).map_err(wrap)? + (noised * &keep).map_err(wrap)?).map_err(wrap)?;
         let out = self.inner.denoise(&x, sigma)?;
-        ((out * &self.mask).map_err(wrap)? + (&self.latent * &self.keep).map_err(wrap)?)
-            .map_err(wrap)
+        ((out * &mask).map_err(wrap)? + (&self.latent * &keep).map_err(wrap)?).map_err(wrap)
     }
 }
 
@@ -325,6 +365,8 @@ impl SamplingRun<'_> {
         if let Ok(services) = ctx.services::<NodeServices>() {
             release_text_encoders(services, model);
         }
+        // The diffusion model's weights stay resident only while it samples.
+        let _in_use = model.weights.in_use();
         let latent_image = fix_empty_latent_channels(model, self.latent)?;
         let fixed = Latent {
             samples: latent_image.clone(),
@@ -337,7 +379,6 @@ impl SamplingRun<'_> {
             });
         }
         let shape = latent_image.dims4().context("reading the latent")?;
-        let (_, _, height, width) = shape;
         let noise = self.noise.generate(
             &latent_image,
             self.latent.batch_index.as_deref(),
@@ -346,20 +387,28 @@ impl SamplingRun<'_> {
 
         let device = model.weights.device().clone();
         let network = Network::build(model)?;
+        let denoise_mask = match &self.latent.noise_mask {
+            Some(mask) => Some(prepare_mask(mask, shape)?),
+            None => None,
+        };
+        let concat = ConcatTarget {
+            channels: concat_channels(&network),
+            shape,
+            latent_format: &model.latent_format,
+            denoise_mask: denoise_mask.as_ref(),
+        };
         let positive = guided(
             model,
             &self.guider.positive,
             PromptKind::Positive,
-            height,
-            width,
+            &concat,
             &device,
         )?;
         let negative = guided(
             model,
             &self.guider.negative,
             PromptKind::Negative,
-            height,
-            width,
+            &concat,
             &device,
         )?;
         let mut denoiser = CfgDenoiser::new(
@@ -383,15 +432,15 @@ impl SamplingRun<'_> {
                 .map_err(sampling_error("scaling the latent"))?
         };
         let mut inpaint;
-        let denoiser: &mut dyn Denoiser = match &self.latent.noise_mask {
+        let denoiser: &mut dyn Denoiser = match denoise_mask {
             Some(mask) => {
-                let mask = prepare_mask(mask, shape)?;
-                let keep = (1.0 - &mask).context("inverting the noise mask")?;
                 inpaint = InpaintDenoiser {
                     inner: &mut denoiser,
                     sampling: &model.sampling,
                     mask,
-                    keep,
+                    step_mask: model
+                        .differential_diffusion
+                        .map(|strength| StepMask::new(strength, &model.sampling, self.sigmas)),
                     latent: scaled_latent,
                     noise: noise.clone(),
                 };

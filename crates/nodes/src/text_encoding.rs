@@ -75,6 +75,8 @@ fn model_error(context: &str) -> impl Fn(kiln_models::ModelError) -> NodesError 
 pub(crate) struct Encoder {
     network: ClipTextEncoder,
     tokenizer: ClipTokenizer,
+    /// Its weights, resident only while it encodes.
+    weights: Weights,
 }
 
 impl Encoder {
@@ -85,7 +87,7 @@ impl Encoder {
         let heads = head_count(config.hidden_size);
         let width = config.hidden_size;
         let network = ClipTextEncoder::new(
-            weights,
+            weights.clone(),
             encoder.kind,
             config.with_heads(heads),
             usage(architecture, encoder.kind),
@@ -95,6 +97,7 @@ impl Encoder {
         Ok(Encoder {
             network,
             tokenizer: ClipTokenizer::new(tokenizer_config(encoder.kind, width)),
+            weights,
         })
     }
 
@@ -126,6 +129,7 @@ impl Encoder {
         chunks: &[TokenChunk],
         clip_skip: Option<i32>,
     ) -> Result<(Tensor, Tensor), NodesError> {
+        let _in_use = self.weights.in_use();
         self.network
             .encode_chunks(chunks, clip_skip)
             .map_err(model_error("encoding the prompt"))
@@ -206,6 +210,8 @@ pub(crate) fn encode_text(
 pub(crate) struct T5 {
     network: T5Encoder,
     tokenizer: Arc<T5Tokenizer>,
+    /// Its weights, resident only while it encodes.
+    weights: Weights,
 }
 
 impl T5 {
@@ -238,15 +244,22 @@ impl T5 {
                 T5Tokenizer::from_file(&path).map_err(Box::new)
             })
             .map_err(missing)?;
-        let network = T5Encoder::new(Weights::new(weights.weights()?))
+        let plan = &weights.plan;
+        let weights = Weights::new(weights.weights()?);
+        let network = T5Encoder::new(weights.clone())
             .map_err(model_error("building the T5 encoder"))?
-            .with_attention(Attention::from_plan(&weights.plan));
-        Ok(T5 { network, tokenizer })
+            .with_attention(Attention::from_plan(plan));
+        Ok(T5 {
+            network,
+            tokenizer,
+            weights,
+        })
     }
 
     /// `[1, T, d_model]` hidden states of `text` (ComfyUI's weighted T5 tokenization padded to
     /// `min_length`), or of ComfyUI's empty token list (`</s>` alone) for `None`.
     fn encode(&self, text: Option<&str>, min_length: usize) -> Result<Tensor, NodesError> {
+        let _in_use = self.weights.in_use();
         let tokens = match text {
             Some(text) => self
                 .tokenizer

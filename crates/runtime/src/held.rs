@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Shape, Tensor};
-use kiln_weights::{GgufType, StorageDType, E4M3FN_TABLE, E5M2_TABLE};
+use kiln_weights::{GgufType, MappedTensor, StorageDType, E4M3FN_TABLE, E5M2_TABLE};
 
 use crate::capability::CapabilityProfile;
 use crate::dtype_rules::{is_quantized, plain_float, storage_of};
@@ -140,6 +140,23 @@ pub fn canonical_fp8_codes(codes: &mut [u8]) {
     }
 }
 
+/// A mapped tensor copied into a candle tensor in its stored dtype.
+fn copy_out(bytes: &MappedTensor, dtype: DType, shape: &Shape) -> Result<Tensor, RuntimeError> {
+    Tensor::from_raw_buffer(bytes.bytes(), dtype, shape.dims(), &Device::Cpu)
+        .map_err(RuntimeError::candle("copying out a mapped weight"))
+}
+
+/// A mapped tensor's elements, borrowed from the file's pages.
+#[derive(Debug, Clone, Copy)]
+pub enum MappedValues<'a> {
+    /// f32 elements.
+    F32(&'a [f32]),
+    /// f16 elements.
+    F16(&'a [half::f16]),
+    /// bf16 elements.
+    BF16(&'a [half::bf16]),
+}
+
 /// One weight as its device holds it.
 #[derive(Debug, Clone)]
 pub enum HeldTensor {
@@ -164,6 +181,18 @@ pub enum HeldTensor {
         tensor: Tensor,
         /// Per-tensor scale of scaled-fp8 checkpoints.
         scale: Option<f32>,
+    },
+    /// A float tensor used in place from its file's memory map (CPU plans, tensors stored as
+    /// they are held): never copied for the kernels that read it ([`HeldTensor::mapped_values`]),
+    /// copied out for everything else, and resident only while its pages are
+    /// ([`HeldTensor::release_pages`]).
+    Mapped {
+        /// The bytes in the map.
+        bytes: MappedTensor,
+        /// f32, f16 or bf16.
+        dtype: DType,
+        /// The shape.
+        shape: Shape,
     },
     /// GGUF blocks for candle's quantised matmul.
     Quantized(Arc<QTensor>),
@@ -347,7 +376,7 @@ impl HeldTensor {
     pub fn shape(&self) -> &Shape {
         match self {
             HeldTensor::Native(tensor) | HeldTensor::Fp8Native { tensor, .. } => tensor.shape(),
-            HeldTensor::Fp8Bytes { shape, .. } => shape,
+            HeldTensor::Fp8Bytes { shape, .. } | HeldTensor::Mapped { shape, .. } => shape,
             HeldTensor::Quantized(q) => q.shape(),
             HeldTensor::QuantizedFlat { shape, .. } => shape,
         }
@@ -360,6 +389,7 @@ impl HeldTensor {
                 tensor.device().clone()
             }
             HeldTensor::Fp8Bytes { bytes, .. } => bytes.device().clone(),
+            HeldTensor::Mapped { .. } => Device::Cpu,
             HeldTensor::Quantized(q) | HeldTensor::QuantizedFlat { blocks: q, .. } => q.device(),
         }
     }
@@ -371,6 +401,7 @@ impl HeldTensor {
                 HeldAs::Dtype(tensor.dtype())
             }
             HeldTensor::Fp8Bytes { .. } => HeldAs::Dtype(DType::U8),
+            HeldTensor::Mapped { dtype, .. } => HeldAs::Dtype(*dtype),
             HeldTensor::Quantized(q) | HeldTensor::QuantizedFlat { blocks: q, .. } => {
                 HeldAs::Quantized(GgufType::from_ggml(q.dtype()))
             }
@@ -384,6 +415,7 @@ impl HeldTensor {
                 (tensor.elem_count() * tensor.dtype().size_in_bytes()) as u64
             }
             HeldTensor::Fp8Bytes { bytes, .. } => bytes.elem_count() as u64,
+            HeldTensor::Mapped { bytes, .. } => bytes.bytes().len() as u64,
             HeldTensor::Quantized(q) | HeldTensor::QuantizedFlat { blocks: q, .. } => {
                 q.storage_size_in_bytes() as u64
             }
@@ -394,9 +426,40 @@ impl HeldTensor {
     pub fn scale(&self) -> Option<f32> {
         match self {
             HeldTensor::Fp8Bytes { scale, .. } | HeldTensor::Fp8Native { scale, .. } => *scale,
-            HeldTensor::Native(_) | HeldTensor::Quantized(_) | HeldTensor::QuantizedFlat { .. } => {
-                None
-            }
+            HeldTensor::Native(_)
+            | HeldTensor::Mapped { .. }
+            | HeldTensor::Quantized(_)
+            | HeldTensor::QuantizedFlat { .. } => None,
+        }
+    }
+
+    /// A mapped tensor's values in place, for kernels that read weights without a copy. `None`
+    /// for every other form.
+    pub fn mapped_values(&self) -> Option<MappedValues<'_>> {
+        let HeldTensor::Mapped { bytes, dtype, .. } = self else {
+            return None;
+        };
+        let bytes = bytes.bytes();
+        match dtype {
+            DType::F32 => bytemuck::try_cast_slice(bytes).ok().map(MappedValues::F32),
+            DType::F16 => bytemuck::try_cast_slice(bytes).ok().map(MappedValues::F16),
+            DType::BF16 => bytemuck::try_cast_slice(bytes).ok().map(MappedValues::BF16),
+            _ => None,
+        }
+    }
+
+    /// Lets go of a mapped tensor's resident pages (the next use reads them back from the page
+    /// cache); a no-op for the other forms, which own their memory.
+    pub fn release_pages(&self) {
+        if let HeldTensor::Mapped { bytes, .. } = self {
+            bytes.release_pages();
+        }
+    }
+
+    /// Maps a mapped tensor's pages in one call ahead of use; a no-op for the other forms.
+    pub fn populate(&self) {
+        if let HeldTensor::Mapped { bytes, .. } = self {
+            bytes.populate();
         }
     }
 
@@ -417,6 +480,13 @@ impl HeldTensor {
             HeldTensor::Native(tensor) => tensor
                 .to_dtype(compute)
                 .map_err(RuntimeError::candle("widening a native weight")),
+            HeldTensor::Mapped {
+                bytes,
+                dtype,
+                shape,
+            } => copy_out(bytes, *dtype, shape)?
+                .to_dtype(compute)
+                .map_err(RuntimeError::candle("widening a mapped weight")),
             HeldTensor::Fp8Bytes {
                 bytes,
                 format,
@@ -477,6 +547,15 @@ impl HeldTensor {
             HeldTensor::Native(tensor) => {
                 HeldTensor::Native(tensor.to_device(device).map_err(moving())?)
             }
+            HeldTensor::Mapped {
+                bytes,
+                dtype,
+                shape,
+            } => HeldTensor::Native(
+                copy_out(bytes, *dtype, shape)?
+                    .to_device(device)
+                    .map_err(moving())?,
+            ),
             HeldTensor::Fp8Bytes {
                 bytes,
                 format,

@@ -75,9 +75,9 @@ mod profiles;
 
 pub use capability::{BackendKind, CapabilityProfile, CudaCapability, MacOsVersion, OpFamily};
 pub use error::RuntimeError;
-pub use held::{canonical_fp8_codes, HeldTensor};
+pub use held::{canonical_fp8_codes, HeldTensor, MappedValues};
 pub use host::{detect_device, detect_host, probe_cuda, probe_metal};
-pub use load::WeightStore;
+pub use load::{InUse, WeightStore};
 pub use memory::streaming_budget;
 pub use options::{
     AttentionRequest, ForcedDType, GlobalPrecision, PlanOptions, UpcastRequest, VramMode,

@@ -10,10 +10,23 @@ use kiln_weights::{
     WeightFile,
 };
 
-use crate::capability::CapabilityProfile;
+use crate::capability::{BackendKind, CapabilityProfile};
 use crate::held::{hold_blocks, hold_target, HeldTensor, HoldTarget};
 use crate::plan::{ComponentPlan, HeldAs, LoadMode, Widening};
 use crate::RuntimeError;
+
+/// A component in use ([`WeightStore::in_use`]); dropping it lets the store's mapped pages go.
+#[must_use = "the component counts as in use only while the guard lives"]
+#[derive(Debug)]
+pub struct InUse<'a> {
+    store: &'a WeightStore,
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.store.release_pages();
+    }
+}
 
 /// Bytes of tensors loaded between two releases of the files' resident pages.
 const RELEASE_EVERY_BYTES: u64 = 128 << 20;
@@ -217,6 +230,9 @@ struct LoadContext<'a> {
     /// bf16/f32 (SD3's `pos_embed` and patch-embedding conv, norms) stay as stored, as ComfyUI
     /// loads them.
     forces_fp8_matrices: bool,
+    /// A resident CPU plan: float tensors stored as they are held are used in place from the
+    /// file's memory map ([`HeldTensor::Mapped`]) instead of copied.
+    maps_in_place: bool,
 }
 
 impl LoadContext<'_> {
@@ -310,6 +326,38 @@ impl LoadContext<'_> {
         Ok(())
     }
 
+    /// The tensor in place in its file's map, when this plan maps tensors and this one is a
+    /// single stored float tensor of `dtype`, untransformed, in its logical shape and aligned.
+    fn mapped(
+        &self,
+        source: &KeySource,
+        parts: &[(&WeightFile, &TensorInfo)],
+        dtype: DType,
+    ) -> Result<Option<HeldTensor>, RuntimeError> {
+        let [(file, info)] = parts else {
+            return Ok(None);
+        };
+        let stored_as_held = info.dtype.candle_dtype() == Some(dtype)
+            && matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
+        if !self.maps_in_place
+            || source.transform != KeyTransform::Identity
+            || !stored_as_held
+            || logical_shape(file, info)? != info.shape
+        {
+            return Ok(None);
+        }
+        let Some(bytes) = file.mapped(&info.name) else {
+            return Ok(None);
+        };
+        let held = HeldTensor::Mapped {
+            bytes,
+            dtype,
+            shape: info.shape.as_slice().into(),
+        };
+        // A misaligned tensor (possible in hand-made files) is copied instead.
+        Ok(held.mapped_values().is_some().then_some(held))
+    }
+
     fn load(&self, name: &str, source: &KeySource) -> Result<HeldTensor, RuntimeError> {
         let parts = self.parts(name, source)?;
         let Some((file, info)) = parts.first().copied() else {
@@ -352,6 +400,9 @@ impl LoadContext<'_> {
         };
         match target {
             HoldTarget::Native(dtype) => {
+                if let Some(mapped) = self.mapped(source, &parts, dtype)? {
+                    return Ok(mapped);
+                }
                 let host = self.assemble(name, source, &parts, |file, info| {
                     let shape = logical_shape(file, info)?;
                     file.load(&info.name, dtype, &Device::Cpu)
@@ -435,6 +486,9 @@ impl WeightStore {
             files,
             keys: &component.keys,
             forces_fp8_matrices: plan.storage_dtype.is_fp8() && !file_is_fp8,
+            maps_in_place: profile.backend == BackendKind::Cpu
+                && plan.load_mode == LoadMode::Resident
+                && device.is_cpu(),
         };
         if component.scaled_fp8.is_some() && plan.widening == Widening::ScaledFp8 {
             context.check_scales()?;
@@ -539,16 +593,19 @@ impl WeightStore {
             }
             // A 16-bit weight held for an f32 computation on the CPU stands in for ComfyUI's
             // f32 copy there: its merged value stays f32, as ComfyUI's does.
-            let dtype = match old {
-                HeldTensor::Native(tensor)
-                    if matches!(tensor.dtype(), DType::F16 | DType::BF16)
-                        && self.compute == DType::F32
-                        && tensor.device().is_cpu() =>
+            let native = match old {
+                HeldTensor::Native(tensor) => Some(tensor.dtype()),
+                HeldTensor::Mapped { dtype, .. } => Some(*dtype),
+                _ => None,
+            };
+            let dtype = match native {
+                Some(DType::F16 | DType::BF16)
+                    if self.compute == DType::F32 && old.device().is_cpu() =>
                 {
                     DType::F32
                 }
-                HeldTensor::Native(tensor) => tensor.dtype(),
-                _ => self.compute,
+                Some(dtype) => dtype,
+                None => self.compute,
             };
             let placed = value
                 .to_device(&old.device())
@@ -624,6 +681,27 @@ impl WeightStore {
             }
             _ => self.get(name),
         }
+    }
+
+    /// Marks the component in use until the returned guard drops: the pages of its tensors
+    /// used in place from their files are mapped ahead in bulk, and let go when the guard drops
+    /// (the component idles in the page cache, not in the process's memory).
+    pub fn in_use(&self) -> InUse<'_> {
+        self.populate();
+        InUse { store: self }
+    }
+
+    /// Lets go of the resident pages of the tensors used in place from their files, when the
+    /// component goes idle (the next use reads them back from the page cache); tensors the store
+    /// owns are kept.
+    pub fn release_pages(&self) {
+        self.tensors.values().for_each(HeldTensor::release_pages);
+    }
+
+    /// Maps the pages of the tensors used in place from their files ahead of use, in one call
+    /// per tensor instead of a fault per page.
+    pub fn populate(&self) {
+        self.tensors.values().for_each(HeldTensor::populate);
     }
 
     /// Whether matrix products multiply in bf16 (f32 sums) around f32 activations.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -111,12 +112,55 @@ impl Serialize for FileFormat {
 pub struct WeightFile {
     path: PathBuf,
     format: FileFormat,
-    source: Source,
+    /// Shared with the [`MappedTensor`]s handed out, which keep the map alive.
+    source: Arc<Source>,
     metadata: BTreeMap<String, String>,
     /// Sorted by name; `locations[i]` belongs to `tensors[i]`.
     tensors: Vec<TensorInfo>,
     locations: Vec<Location>,
     side_buffers: Vec<Vec<u8>>,
+}
+
+/// One tensor's bytes in place in a weight file's memory map ([`WeightFile::mapped`]). The map
+/// stays alive while any handle does; the bytes count in the process's memory only while their
+/// pages are resident, which [`MappedTensor::release_pages`] ends until they are read again.
+#[derive(Clone)]
+pub struct MappedTensor {
+    source: Arc<Source>,
+    range: std::ops::Range<usize>,
+    dtype: StorageDType,
+}
+
+impl fmt::Debug for MappedTensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedTensor")
+            .field("range", &self.range)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MappedTensor {
+    /// The stored bytes (little-endian elements, row-major).
+    pub fn bytes(&self) -> &[u8] {
+        self.source.bytes().get(self.range.clone()).unwrap_or(&[])
+    }
+
+    /// The stored dtype.
+    pub fn dtype(&self) -> StorageDType {
+        self.dtype
+    }
+
+    /// Lets go of this process's resident copy of the tensor's whole pages (the page cache keeps
+    /// them; the next read faults them back in unchanged).
+    pub fn release_pages(&self) {
+        self.source.release_range(self.range.clone());
+    }
+
+    /// Maps the tensor's pages in one call ahead of use, instead of a page fault per 4 KiB.
+    pub fn populate(&self) {
+        self.source.populate_range(self.range.clone());
+    }
 }
 
 impl fmt::Debug for WeightFile {
@@ -201,7 +245,7 @@ impl WeightFile {
         Ok(WeightFile {
             path,
             format,
-            source,
+            source: Arc::new(source),
             metadata,
             tensors,
             locations,
@@ -258,6 +302,27 @@ impl WeightFile {
             begin: begin as u64,
             end: end as u64,
             available: available as u64,
+        }
+    }
+
+    /// The tensor's bytes in place in the file's memory map, when they lie there contiguously
+    /// (safetensors and GGUF tensors; not the strided or compressed storages of PyTorch files):
+    /// a handle that keeps the map alive, for weights used straight from the file's pages.
+    pub fn mapped(&self, name: &str) -> Option<MappedTensor> {
+        let index = self.index(name).ok()?;
+        match (&*self.source, &self.locations[index]) {
+            (
+                Source::Mapped(map),
+                Location::Contiguous {
+                    buffer: Buffer::File,
+                    range,
+                },
+            ) if range.end <= map.len() => Some(MappedTensor {
+                source: Arc::clone(&self.source),
+                range: range.clone(),
+                dtype: self.tensors[index].dtype,
+            }),
+            _ => None,
         }
     }
 

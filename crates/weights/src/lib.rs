@@ -46,7 +46,7 @@ mod torch;
 
 pub use dtype::{GgufType, StorageDType};
 pub use error::WeightsError;
-pub use file::{FileFormat, TensorInfo, WeightFile};
+pub use file::{FileFormat, MappedTensor, TensorInfo, WeightFile};
 pub use fp8::{
     e4m3fn_to_f32, e5m2_to_f32, f32_to_e4m3fn, f32_to_e4m3fn_saturating, f32_to_e5m2,
     f32_to_e5m2_saturating, E4M3FN_TABLE, E5M2_TABLE,

@@ -27,22 +27,61 @@ impl Source {
     /// them, and a later read faults them back in unchanged). Owned buffers are kept.
     pub(crate) fn release_pages(&self) {
         if let Source::Mapped(map) = self {
-            release_mapped_pages(map);
+            release_mapped_pages(map, 0..map.len());
+        }
+    }
+
+    /// [`Self::release_pages`] for the whole pages inside `range`.
+    pub(crate) fn release_range(&self, range: Range<usize>) {
+        if let Source::Mapped(map) = self {
+            release_mapped_pages(map, range);
+        }
+    }
+
+    /// Maps the pages of `range` in one call (a hint: failure leaves them to fault in).
+    pub(crate) fn populate_range(&self, range: Range<usize>) {
+        if let Source::Mapped(map) = self {
+            if let Some((offset, len)) = page_span(range, map.len(), false) {
+                #[cfg(target_os = "linux")]
+                let _ = map.advise_range(memmap2::Advice::PopulateRead, offset, len);
+                #[cfg(not(target_os = "linux"))]
+                let _ = (offset, len);
+            }
         }
     }
 }
 
+/// The page-aligned part of `range` (inside a map of `len` bytes) as `(offset, length)`:
+/// shrunk to whole pages when `inward` (so neighbouring data keeps its pages), else grown to
+/// cover every page it touches. `None` when nothing is left.
+fn page_span(range: Range<usize>, len: usize, inward: bool) -> Option<(usize, usize)> {
+    const PAGE: usize = 4096;
+    let end = range.end.min(len);
+    let (start, end) = if inward {
+        (range.start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE)
+    } else {
+        (
+            range.start / PAGE * PAGE,
+            end.div_ceil(PAGE).saturating_mul(PAGE).min(len),
+        )
+    };
+    (start < end).then(|| (start, end - start))
+}
+
 #[allow(unsafe_code)]
-fn release_mapped_pages(map: &Mmap) {
+fn release_mapped_pages(map: &Mmap, range: Range<usize>) {
+    let Some((offset, len)) = page_span(range, map.len(), true) else {
+        return;
+    };
     // SAFETY: `map` is a read-only shared file mapping (`Mmap::map`): MADV_DONTNEED only drops
     // its page-table entries, and any later access re-reads the same bytes from the file, so
     // slices borrowed from the map stay valid and unchanged. (The call is unsafe in memmap2
     // because on a private writable mapping it would discard modifications; this one has none.)
-    #[cfg(unix)]
     // A failed hint only leaves the pages resident.
-    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    #[cfg(unix)]
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
     #[cfg(not(unix))]
-    let _ = map;
+    let _ = (map, offset, len);
 }
 
 /// Maps `file` read-only. The file must be non-empty (mapping zero bytes fails on some systems).

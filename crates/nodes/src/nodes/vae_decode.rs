@@ -36,6 +36,8 @@ impl Node for VaeDecode {
         let latent = object::<Latent>(inputs, "samples")?;
         let vae = object::<Vae>(inputs, "vae")?;
         check_channels(&latent, &vae)?;
+        // The VAE's weights stay resident only while it runs.
+        let _in_use = vae.weights.in_use();
         let network = autoencoder(&vae)?;
         let images = match network.decode(&latent.samples) {
             Err(ModelError::OutOfMemory(reason)) => {

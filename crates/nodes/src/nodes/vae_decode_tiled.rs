@@ -49,6 +49,8 @@ impl Node for VaeDecodeTiled {
         let latent = object::<Latent>(inputs, "samples")?;
         let vae = object::<Vae>(inputs, "vae")?;
         check_channels(&latent, &vae)?;
+        // The VAE's weights stay resident only while it runs.
+        let _in_use = vae.weights.in_use();
         let network = autoencoder(&vae)?;
         let tiling = Tiling::from_decode_node(
             size_input(inputs, "tile_size")?,

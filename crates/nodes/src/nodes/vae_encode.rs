@@ -30,6 +30,8 @@ impl Node for VaeEncode {
         let pixels = object::<Image>(inputs, "pixels")?;
         let vae = object::<Vae>(inputs, "vae")?;
         pixels.dims4("pixels")?;
+        // The VAE's weights stay resident only while it runs.
+        let _in_use = vae.weights.in_use();
         let samples = autoencoder(&vae)?
             .encode(&pixels.pixels)
             .map_err(model_error("VAE encoding"))?;

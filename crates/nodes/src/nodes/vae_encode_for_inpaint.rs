@@ -125,6 +125,8 @@ impl Node for VaeEncodeForInpaint {
                 }
             }
         }
+        // The VAE's weights stay resident only while it runs.
+        let _in_use = vae.weights.in_use();
         let samples = autoencoder(&vae)?
             .encode(&pixels.to_nhwc()?)
             .map_err(model_error("VAE encoding"))?;

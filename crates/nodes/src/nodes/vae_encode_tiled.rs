@@ -52,6 +52,8 @@ impl Node for VaeEncodeTiled {
             tile_y: tile,
             overlap: size_input(inputs, "overlap")?,
         };
+        // The VAE's weights stay resident only while it runs.
+        let _in_use = vae.weights.in_use();
         let samples = autoencoder(&vae)?
             .encode_tiled(&pixels.pixels, tiling)
             .map_err(model_error("tiled VAE encoding"))?;
