@@ -1,0 +1,76 @@
+//! CPU plans use float weights in place from the checkpoint's memory map: no copy at load, the
+//! same values as a copied load, readable again after their pages are let go; plans for other
+//! devices (here a simulated Mac on the CPU) and in-memory files copy as before.
+#![allow(clippy::unwrap_used)]
+
+use candle_core::{DType, Device};
+use kiln_detect::{Checkpoint, ComponentKind};
+use kiln_runtime::{simulated, HeldTensor, PlanOptions, Planner, WeightStore};
+use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
+
+fn load(checkpoint: &Checkpoint, profile: &str, kind: ComponentKind) -> WeightStore {
+    let planner = Planner::new(PlanOptions::default(), simulated(profile).unwrap());
+    let plan = planner.plan(checkpoint.detection()).unwrap();
+    let part = plan.component(kind).unwrap();
+    WeightStore::load(
+        checkpoint,
+        part,
+        planner.profile_for(part.device),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn mapped_count(store: &WeightStore) -> usize {
+    store
+        .names()
+        .filter(|name| matches!(store.held(name).unwrap(), HeldTensor::Mapped { .. }))
+        .count()
+}
+
+#[test]
+fn cpu_plans_use_sixteen_bit_weights_in_place_with_the_copied_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CheckpointSpec::new(Family::Sd1, Storage::F16, Packaging::SingleFile);
+    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
+    for kind in [ComponentKind::DiffusionModel, ComponentKind::Vae] {
+        let mapped = load(&checkpoint, "cpu", kind);
+        let copied = load(&checkpoint, "metal-m1", kind);
+        let names: Vec<&str> = mapped.names().collect();
+        assert!(
+            mapped_count(&mapped) == names.len(),
+            "{kind:?}: {} of {} tensors mapped",
+            mapped_count(&mapped),
+            names.len()
+        );
+        assert_eq!(mapped_count(&copied), 0, "{kind:?} on a simulated Mac");
+        let values = |store: &WeightStore, name: &str| {
+            store
+                .get(name)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let before: Vec<Vec<f32>> = names.iter().map(|n| values(&mapped, n)).collect();
+        {
+            let _in_use = mapped.in_use();
+        }
+        mapped.release_pages();
+        for (name, first) in names.iter().zip(&before) {
+            assert_eq!(&values(&mapped, name), first, "{name} after its pages went");
+            let held = mapped.held(name).unwrap();
+            assert!(held.mapped_values().is_some(), "{name}");
+            assert_eq!(held.held_as().to_string(), "f16", "{name}");
+        }
+        // A simulated Mac holds f16 too: the copy and the mapping agree value for value.
+        for name in &names {
+            let copy = copied.get(name).unwrap().to_dtype(DType::F32).unwrap();
+            let copy = copy.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(copy, values(&mapped, name), "{name}");
+        }
+    }
+}
