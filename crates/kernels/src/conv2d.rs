@@ -256,38 +256,22 @@ impl Conv2dOp<'_> {
                 "kiln-conv2d: input sizes disagree".into(),
             ));
         }
-        let out = install(|| -> candle_core::Result<Vec<f32>> {
-            // bf16 inputs multiply in bf16 where the CPU can (the same products as widening
-            // them, summed in f32 in another order), and f32 inputs when asked to; the weight is
-            // packed once per call.
-            let bf16_products = crate::gemm_bf16::available()
-                && (T::as_bf16(x).is_some() || self.products == Products::Bf16);
-            let size_error =
-                || candle_core::Error::Msg("kiln-conv2d: weight size disagrees".into());
-            let packed_weight = if bf16_products {
-                Some(
-                    match W::as_bf16(w) {
-                        Some(w) => PackedLhs::from_bf16(w, g.out_channels, g.patch()),
-                        None => with_widened(w, |data| {
-                            PackedLhs::new(MatRef {
-                                data,
-                                rows: g.out_channels,
-                                cols: g.patch(),
-                                row_stride: g.patch(),
-                                col_stride: 1,
-                            })
-                        }),
-                    }
-                    .ok_or_else(size_error)?,
-                )
-            } else {
-                None
-            };
-            // A packed weight needs no f32 copy.
-            let unpacked: &[W] = if packed_weight.is_some() { &[] } else { w };
-            with_widened(unpacked, |weight| {
-                self.multiply(x, weight, packed_weight.as_ref())
-            })
+        // bf16 inputs multiply in bf16 where the CPU can (the same products as widening them,
+        // summed in f32 in another order), and f32 inputs when asked to; the weight is packed
+        // once per call. Packing and widening run on the calling thread (spreading their work
+        // over the pool), so only its buffers grow to a weight's size, not every worker's.
+        let bf16_products = crate::gemm_bf16::available()
+            && (T::as_bf16(x).is_some() || self.products == Products::Bf16);
+        let size_error = || candle_core::Error::Msg("kiln-conv2d: weight size disagrees".into());
+        let packed_weight = if bf16_products {
+            Some(PackedLhs::from_elements(w, g.out_channels, g.patch()).ok_or_else(size_error)?)
+        } else {
+            None
+        };
+        // A packed weight needs no f32 copy.
+        let unpacked: &[W] = if packed_weight.is_some() { &[] } else { w };
+        let out = with_widened(unpacked, |weight| {
+            install(|| self.multiply(x, weight, packed_weight.as_ref()))
         })?;
         Ok(T::storage_from_f32(out))
     }

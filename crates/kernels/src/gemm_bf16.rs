@@ -107,6 +107,17 @@ impl PackedLhs {
     /// Packs a row-major `rows × cols` matrix already in bf16 (no rounding: its bits are
     /// copied). Returns `None` when `values` is not `rows · cols` long.
     pub(crate) fn from_bf16(values: &[half::bf16], rows: usize, cols: usize) -> Option<Self> {
+        Self::from_elements(values, rows, cols)
+    }
+
+    /// Packs a row-major `rows × cols` matrix of any element type: bf16 bits are copied, other
+    /// types rounded to bf16 as they are read (the same values as converting them first).
+    /// Returns `None` when `values` is not `rows · cols` long.
+    pub(crate) fn from_elements<T: crate::element::Element>(
+        values: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Option<Self> {
         if rows.checked_mul(cols) != Some(values.len()) {
             return None;
         }
@@ -120,7 +131,7 @@ impl PackedLhs {
             data.as_mut_slice()
                 .par_chunks_mut(k_pairs * MR)
                 .enumerate()
-                .for_each(|(panel, dst)| {
+                .for_each_init(Vec::new, |widened: &mut Vec<f32>, (panel, dst)| {
                     let first_row = panel * MR;
                     let panel_rows = MR.min(rows - first_row);
                     // The rows below are written lane by lane; those past the matrix (last
@@ -132,13 +143,28 @@ impl PackedLhs {
                     // Whole pairs first (the odd last k, if any, pairs with zero below).
                     let whole = cols / 2;
                     for (r, row) in source.chunks_exact(cols).enumerate() {
-                        let pairs = row.chunks_exact(2);
-                        for (lanes, two) in dst.chunks_exact_mut(MR).zip(pairs) {
-                            lanes[r] =
-                                u32::from(two[0].to_bits()) | (u32::from(two[1].to_bits()) << 16);
+                        match T::as_bf16(row) {
+                            Some(row) => {
+                                for (lanes, two) in
+                                    dst.chunks_exact_mut(MR).zip(row.chunks_exact(2))
+                                {
+                                    lanes[r] = u32::from(two[0].to_bits())
+                                        | (u32::from(two[1].to_bits()) << 16);
+                                }
+                            }
+                            None => {
+                                // Widened a row at a time (F16C for f16), then rounded.
+                                widened.resize(cols, 0.0);
+                                T::widen_into(row, widened);
+                                for (lanes, two) in
+                                    dst.chunks_exact_mut(MR).zip(widened.chunks_exact(2))
+                                {
+                                    lanes[r] = pair(two[0], two[1]);
+                                }
+                            }
                         }
                         if whole < k_pairs {
-                            dst[whole * MR + r] = u32::from(row[cols - 1].to_bits());
+                            dst[whole * MR + r] = u32::from(row[cols - 1].to_bf16_bits());
                         }
                     }
                 });

@@ -189,10 +189,16 @@ pub fn linear_values(
             };
             matmul_bf16(dst, packed, &transposed, accumulate)
         }
+        // Other weights are rounded to bf16 once, on all cores, rather than element by element
+        // as the product reads them column-wise.
+        let rounded = |w: &[f32]| crate::threads::par_map(w, bf16::from_f32);
         match weight {
-            WeightValues::F32(w) => product(dst, &packed, w, accumulate),
             WeightValues::BF16(w) => product(dst, &packed, w, accumulate),
-            WeightValues::F16(w) => product(dst, &packed, w, accumulate),
+            WeightValues::F32(w) => product(dst, &packed, &rounded(w), accumulate),
+            WeightValues::F16(w) => {
+                let w = with_widened(w, rounded);
+                product(dst, &packed, &w, accumulate)
+            }
         }
     };
     if !multiplied {

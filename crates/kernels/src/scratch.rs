@@ -23,6 +23,11 @@ thread_local! {
     static SPARE_PACKED: RefCell<Vec<Vec<u32>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The largest f32 buffer a thread keeps between uses (64 MiB: SD1.5's largest widened weight,
+/// 1280×1280×3×3, fits): a larger one is allocated per use, so no thread holds an outsized
+/// model's peak for good.
+const RETAINED_ELEMENTS: usize = 1 << 24;
+
 /// Calls `use_buffer` with `len` f32s of this thread's `scratch` buffer (contents unspecified:
 /// whatever the last use left, zero where it grew). A nested use of the same buffer gets one of
 /// its own.
@@ -36,6 +41,9 @@ pub(crate) fn with_scratch<R>(
         Scratch::Columns => &COLUMNS,
         Scratch::Scores => &SCORES,
     };
+    if len > RETAINED_ELEMENTS {
+        return use_buffer(&mut vec![0.0; len]);
+    }
     cell.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffer) => {
             if buffer.len() < len {

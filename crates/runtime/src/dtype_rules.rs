@@ -402,6 +402,10 @@ pub(crate) fn diffusion_precision(
     let storage = target.holdable(storage, &mut storage_why);
     let (compute, compute_why) = comfy_compute(target, storage, supported);
     let (compute, bf16_products) = cpu_products(target, compute);
+    let (storage, storage_why) = match kept_for_bf16_products(dominant, storage, bf16_products) {
+        Some(why) => (dominant, why),
+        None => (storage, storage_why),
+    };
     Ok(Precision {
         storage,
         compute,
@@ -542,6 +546,10 @@ pub(crate) fn vae_precision(
         )
     };
     let (compute, bf16_products) = cpu_products(target, compute);
+    let (storage, storage_why) = match kept_for_bf16_products(dominant, storage, bf16_products) {
+        Some(why) => (dominant, why),
+        None => (storage, storage_why),
+    };
     Ok(Precision {
         storage,
         compute,
@@ -571,6 +579,21 @@ fn held_sixteen_bit_on_cpu(
             "stored {dominant}: held as stored and widened per layer to f32 (the values of \
              ComfyUI's f32 copy at half its memory)"
         )
+    })
+}
+
+/// Under bf16 products a 16-bit file keeps its own dtype (used in place from the file): every
+/// matrix product rounds its weight to bf16 as it packs it, which gives the values of the bf16
+/// copy `--bf16-unet`/`--bf16-vae` would make, without making it. `None` when nothing changes.
+fn kept_for_bf16_products(
+    dominant: StorageDType,
+    storage: StorageDType,
+    bf16_products: bool,
+) -> Option<String> {
+    (bf16_products && storage == StorageDType::BF16 && dominant == StorageDType::F16).then(|| {
+        "stored f16: held as stored, rounded to bf16 as each matrix product packs it (the \
+             values of a bf16 copy, without the copy)"
+            .to_string()
     })
 }
 

@@ -70,6 +70,12 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let projected = self.net_0_proj.forward(x)?;
+        if projected.dtype() == candle_core::DType::F32 && crate::layers::use_cpu_kernel(&projected)
+        {
+            let gated = kiln_kernels::geglu(&projected).map_err(crate::layers::from_kernel)?;
+            drop(projected);
+            return self.net_2.forward(&gated);
+        }
         let halves = projected.chunk(2, candle_core::D::Minus1)?;
         let (value, gate) = (&halves[0], &halves[1]);
         self.net_2.forward(&(value * gate.gelu_erf()?)?)
