@@ -8,8 +8,27 @@ use kiln::flags::{mps_fallback_note, Cli, ComfyArgs, Command};
 use kiln_folders::FolderPaths;
 use kiln_server::LogBuffer;
 
+/// Gives glibc's allocator a single arena. With one arena per thread (its default), the kernel
+/// pool's workers each keep the high-water mark of the tensors they allocated; with one, freed
+/// activations are reused across threads: SD1.5's peak RSS drops by ~70 MB, no slower (measured
+/// with `kiln bench`). Only allocator bookkeeping changes.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn use_one_malloc_arena() {
+    // SAFETY: `mallopt` only sets an allocator parameter; it is called first thing in `main`,
+    // before any other thread exists or anything is allocated through another arena. A refusal
+    // (return value 0) leaves glibc's default, which is also correct.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn use_one_malloc_arena() {}
+
 fn main() -> ExitCode {
     let process_start = std::time::Instant::now();
+    use_one_malloc_arena();
     let cli = Cli::parse_checked();
     let logs = LogBuffer::new();
     init_logging(&cli.global, &logs);

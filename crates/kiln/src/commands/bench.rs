@@ -60,6 +60,10 @@ struct BenchReport {
     start_to_first_step_s: f64,
     /// Mean seconds per sampler step (a step is one CFG-batched UNet evaluation for euler).
     s_per_step: f64,
+    /// Median of the steps after the first (which also maps the weights in and grows the
+    /// kernels' buffers): the steady state, measured as the PyTorch comparison measures its
+    /// steps (median after a warm-up). The mean of all steps when there is only one.
+    s_per_step_steady: f64,
     /// Each step's seconds.
     step_s: Vec<f64>,
     /// Seconds per workflow stage.
@@ -162,7 +166,7 @@ pub fn bench(
         report.torch_comparison = Some(bench_torch::compare(
             args,
             &checkpoints.join(&relative),
-            report.s_per_step,
+            report.s_per_step_steady,
             decode,
         )?);
     }
@@ -268,6 +272,10 @@ impl Timer {
             })
             .collect();
         let s_per_step = step_s.iter().sum::<f64>() / step_s.len() as f64;
+        let s_per_step_steady = match step_s.get(1..) {
+            Some(after_first) if !after_first.is_empty() => median(after_first),
+            _ => s_per_step,
+        };
         // Euler with CFG evaluates cond and uncond as one batch of two.
         let unet_flops_per_step = bench_flops::sd15_unet_flops(args.size as usize / 8, 2);
         let (peak_flops, peak_flops_basis) =
@@ -286,6 +294,7 @@ impl Timer {
             start_to_first_step_s: (first_step - process_start).as_secs_f64()
                 - generation.unwrap_or(0.0),
             s_per_step,
+            s_per_step_steady,
             step_s,
             stages_s: stages,
             peak_rss_bytes: peak_rss_bytes(),
@@ -293,9 +302,21 @@ impl Timer {
             unet_flops_per_step,
             peak_flops,
             peak_flops_basis,
-            fraction_of_peak: unet_flops_per_step / s_per_step / peak_flops,
+            fraction_of_peak: unet_flops_per_step / s_per_step_steady / peak_flops,
             torch_comparison: None,
         })
+    }
+}
+
+/// The median of `values` (not empty).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
     }
 }
 
@@ -343,7 +364,10 @@ fn print_report(report: &BenchReport) {
         "  start → first step done {:.2} s",
         report.start_to_first_step_s
     );
-    println!("  s/step                  {:.2}", report.s_per_step);
+    println!(
+        "  s/step                  {:.2} (steady: {:.2}, median after the first)",
+        report.s_per_step, report.s_per_step_steady
+    );
     for (stage, seconds) in &report.stages_s {
         println!("  {stage:<23} {seconds:.2} s");
     }
@@ -355,9 +379,9 @@ fn print_report(report: &BenchReport) {
     }
     println!("  total                   {:.2} s", report.total_s);
     println!(
-        "  UNet step               {:.0} GFLOP, {:.1} GFLOP/s = {:.0}% of peak ({:.0} GFLOP/s: {})",
+        "  UNet step (steady)      {:.0} GFLOP, {:.1} GFLOP/s = {:.0}% of peak ({:.0} GFLOP/s: {})",
         report.unet_flops_per_step / 1e9,
-        report.unet_flops_per_step / report.s_per_step / 1e9,
+        report.unet_flops_per_step / report.s_per_step_steady / 1e9,
         report.fraction_of_peak * 100.0,
         report.peak_flops / 1e9,
         report.peak_flops_basis

@@ -26,7 +26,7 @@ pub(crate) struct TorchComparison {
     pub(crate) vae_decode_ratio: std::collections::BTreeMap<String, f64>,
 }
 
-/// Runs the PyTorch reference on `checkpoint` and compares it with Kiln's `s_per_step` and
+/// Runs the PyTorch reference on `checkpoint` and compares it with Kiln's steady `s_per_step` and
 /// `vae_decode_s`.
 pub(crate) fn compare(
     args: &BenchArgs,
