@@ -44,6 +44,10 @@ impl Geometry {
     fn patch(&self) -> usize {
         self.in_channels * self.kernel_h * self.kernel_w
     }
+    /// Output rows per im2col band (at most [`BAND_ELEMENTS`] columns' worth, at least one).
+    fn band_rows(&self) -> usize {
+        (BAND_ELEMENTS / (self.patch() * self.out_w).max(1)).clamp(1, self.out_h)
+    }
     fn is_pointwise(&self) -> bool {
         self.kernel_h == 1 && self.kernel_w == 1 && self.padding == 0 && self.stride == 1
     }
@@ -270,19 +274,29 @@ impl Conv2dOp<'_> {
         };
         // A packed weight needs no f32 copy.
         let unpacked: &[W] = if packed_weight.is_some() { &[] } else { w };
+        // The im2col band buffer too lives on the calling thread (f32 products only).
+        let band_rows = g.band_rows();
+        let columns_len = if packed_weight.is_some() {
+            0
+        } else {
+            g.patch() * band_rows * g.out_w
+        };
         let out = with_widened(unpacked, |weight| {
-            install(|| self.multiply(x, weight, packed_weight.as_ref()))
+            with_scratch(Scratch::Columns, columns_len, |columns| {
+                install(|| self.multiply(x, weight, packed_weight.as_ref(), columns))
+            })
         })?;
         Ok(T::storage_from_f32(out))
     }
 
     /// The convolution of `x` (all images) by the f32 `weight`, or by `packed` (bf16 products)
-    /// when given, plus the bias.
+    /// when given, plus the bias; f32 products gather each band's im2col into `columns`.
     fn multiply<T: Element>(
         &self,
         x: &[T],
         weight: &[f32],
         packed_weight: Option<&PackedLhs>,
+        columns: &mut [f32],
     ) -> candle_core::Result<Vec<f32>> {
         let g = self.geometry;
         let plane_in = g.in_channels * g.height * g.width;
@@ -329,7 +343,7 @@ impl Conv2dOp<'_> {
                     continue;
                 }
             }
-            let band_rows = (BAND_ELEMENTS / (g.patch() * g.out_w).max(1)).clamp(1, g.out_h);
+            let band_rows = g.band_rows();
             let mut first_row = 0;
             while first_row < g.out_h {
                 let rows = band_rows.min(g.out_h - first_row);
@@ -351,7 +365,12 @@ impl Conv2dOp<'_> {
                         };
                         matmul_bf16(dst, packed, &source, accumulate)
                     }
-                    None => with_scratch(Scratch::Columns, g.patch() * band, |columns| {
+                    None => {
+                        let Some(columns) = columns.get_mut(..g.patch() * band) else {
+                            return Err(candle_core::Error::Msg(
+                                "kiln-conv2d: column buffer too small".into(),
+                            ));
+                        };
                         gather_columns(image, &g, first_row, rows, columns);
                         let input = MatRef {
                             data: columns,
@@ -361,7 +380,7 @@ impl Conv2dOp<'_> {
                             col_stride: 1,
                         };
                         matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool)
-                    }),
+                    }
                 };
                 if !multiplied {
                     return Err(candle_core::Error::Msg(
