@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::element::{
-    contiguous, supports_dtype, with_values, with_widened, Element, WeightValues,
+    check_cpu_input, contiguous, with_values, with_widened, Element, WeightValues,
 };
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
@@ -84,12 +84,7 @@ pub fn conv2d_with(
     stride: usize,
     products: Products,
 ) -> Result<Tensor> {
-    if !weight.device().is_cpu() {
-        return Err(KernelError::NotOnCpu {
-            op: OP,
-            input: "weight",
-        });
-    }
+    check_cpu_input(weight, OP, "weight")?;
     let dims = weight.dims4().map_err(|_| KernelError::Shape {
         op: OP,
         input: "weight",
@@ -120,15 +115,7 @@ pub fn conv2d_values(
     stride: usize,
     products: Products,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() {
-        return Err(KernelError::NotOnCpu { op: OP, input: "x" });
-    }
-    if !supports_dtype(x.dtype()) {
-        return Err(KernelError::UnsupportedDType {
-            op: OP,
-            dtype: x.dtype().as_str(),
-        });
-    }
+    check_cpu_input(x, OP, "x")?;
     let (batch, in_channels, height, width) = x.dims4().map_err(|_| KernelError::Shape {
         op: OP,
         input: "x",

@@ -154,6 +154,25 @@ impl WeightValues<'_> {
     }
 }
 
+/// Refuses `tensor` (the kernel `op`'s `input`) unless it is a CPU tensor in a dtype the kernels
+/// compute.
+pub(crate) fn check_cpu_input(
+    tensor: &candle_core::Tensor,
+    op: &'static str,
+    input: &'static str,
+) -> crate::Result<()> {
+    if !tensor.device().is_cpu() {
+        return Err(crate::KernelError::NotOnCpu { op, input });
+    }
+    if !supports_dtype(tensor.dtype()) {
+        return Err(crate::KernelError::UnsupportedDType {
+            op,
+            dtype: tensor.dtype().as_str(),
+        });
+    }
+    Ok(())
+}
+
 /// Calls `read` with the values of `tensor` (made contiguous first when it is a strided view):
 /// kernels read held weights in place instead of copying them out per call.
 pub(crate) fn with_values<R>(

@@ -7,7 +7,7 @@
 use candle_core::{DType, Tensor};
 use half::bf16;
 
-use crate::element::{supports_dtype, with_values, with_widened, Element, WeightValues};
+use crate::element::{check_cpu_input, with_values, with_widened, Element, WeightValues};
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
@@ -29,12 +29,7 @@ pub fn linear_with(
     bias: Option<&Tensor>,
     products: Products,
 ) -> Result<Tensor> {
-    if !weight.device().is_cpu() {
-        return Err(KernelError::NotOnCpu {
-            op: OP,
-            input: "weight",
-        });
-    }
+    check_cpu_input(weight, OP, "weight")?;
     let dims = weight.dims2().map_err(|_| KernelError::Shape {
         op: OP,
         input: "weight",
@@ -55,15 +50,7 @@ pub fn linear_values(
     bias: Option<&Tensor>,
     products: Products,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() {
-        return Err(KernelError::NotOnCpu { op: OP, input: "x" });
-    }
-    if !supports_dtype(x.dtype()) {
-        return Err(KernelError::UnsupportedDType {
-            op: OP,
-            dtype: x.dtype().as_str(),
-        });
-    }
+    check_cpu_input(x, OP, "x")?;
     let in_features = x.dims().last().copied().ok_or_else(|| KernelError::Shape {
         op: OP,
         input: "x",

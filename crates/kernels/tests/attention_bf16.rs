@@ -14,39 +14,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use candle_core::{DType, Tensor};
+use common::{bf16_rounded, random_scaled, values};
 use kiln_kernels::Products;
-
-fn random(shape: &[usize], seed: u64, magnitude: f32) -> Tensor {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * magnitude
-        })
-        .collect();
-    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-}
-
-/// `t` rounded to bf16 by candle (not by the code under test), back in f32.
-fn bf16_rounded(t: &Tensor) -> Tensor {
-    t.to_dtype(DType::BF16)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-}
 
 /// (batch, heads, Tq, Tk, D, Dv).
 type Case = (usize, usize, usize, usize, usize, usize);
@@ -116,9 +88,9 @@ fn bf16_products_are_within_the_rounding_model_of_an_f64_reference() {
         let (b, h, tq, tk, d, dv) = case;
         let seed = 10 * i as u64;
         // Large q and k make the softmax peaky, so unrounded inputs would miss the bound.
-        let q = random(&[b, h, tq, d], seed + 1, 6.0);
-        let k = random(&[b, h, tk, d], seed + 2, 6.0);
-        let v = random(&[b, h, tk, dv], seed + 3, 1.0);
+        let q = random_scaled(&[b, h, tq, d], seed + 1, 6.0);
+        let k = random_scaled(&[b, h, tk, d], seed + 2, 6.0);
+        let v = random_scaled(&[b, h, tk, dv], seed + 3, 1.0);
         let scale = (d as f32).powf(-0.5);
         let got = kiln_kernels::attention_with(&q, &k, &v, scale, Products::Bf16).unwrap();
         assert_eq!(got.dims(), &[b, h, tq, dv]);
@@ -154,9 +126,9 @@ fn bf16_products_are_within_the_rounding_model_of_an_f64_reference() {
 fn bf16_inputs_give_the_rounded_f32_inputs_results_exactly() {
     for (i, &(b, h, tq, tk, d, dv)) in CASES.iter().enumerate().take(3) {
         let seed = 100 + 10 * i as u64;
-        let q = bf16_rounded(&random(&[b, h, tq, d], seed + 1, 2.0));
-        let k = bf16_rounded(&random(&[b, h, tk, d], seed + 2, 2.0));
-        let v = bf16_rounded(&random(&[b, h, tk, dv], seed + 3, 1.0));
+        let q = bf16_rounded(&random_scaled(&[b, h, tq, d], seed + 1, 2.0));
+        let k = bf16_rounded(&random_scaled(&[b, h, tk, d], seed + 2, 2.0));
+        let v = bf16_rounded(&random_scaled(&[b, h, tk, dv], seed + 3, 1.0));
         let scale = (d as f32).powf(-0.5);
         let to_bf16 = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
         let from_f32 = kiln_kernels::attention_with(&q, &k, &v, scale, Products::Bf16).unwrap();
@@ -179,9 +151,9 @@ fn repeated_calls_reusing_buffers_give_identical_results() {
     for products in [Products::AsInput, Products::Bf16] {
         let run = |case: Case, seed: u64| {
             let (b, h, tq, tk, d, dv) = case;
-            let q = random(&[b, h, tq, d], seed, 3.0);
-            let k = random(&[b, h, tk, d], seed + 1, 3.0);
-            let v = random(&[b, h, tk, dv], seed + 2, 1.0);
+            let q = random_scaled(&[b, h, tq, d], seed, 3.0);
+            let k = random_scaled(&[b, h, tk, d], seed + 1, 3.0);
+            let v = random_scaled(&[b, h, tk, dv], seed + 2, 1.0);
             values(&kiln_kernels::attention_with(&q, &k, &v, 0.3, products).unwrap())
         };
         let first = run(CASES[2], 7);
@@ -194,9 +166,9 @@ fn repeated_calls_reusing_buffers_give_identical_results() {
 #[test]
 fn as_input_is_plain_attention_and_bf16_falls_back_without_the_instruction() {
     let (q, k, v) = (
-        random(&[1, 2, 70, 16], 1, 2.0),
-        random(&[1, 2, 77, 16], 2, 2.0),
-        random(&[1, 2, 77, 40], 3, 1.0),
+        random_scaled(&[1, 2, 70, 16], 1, 2.0),
+        random_scaled(&[1, 2, 77, 16], 2, 2.0),
+        random_scaled(&[1, 2, 77, 40], 3, 1.0),
     );
     let plain = values(&kiln_kernels::attention(&q, &k, &v, 0.25).unwrap());
     let as_input =

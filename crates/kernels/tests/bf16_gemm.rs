@@ -5,21 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use candle_core::{DType, Device, Tensor};
+mod common;
 
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-}
+use candle_core::{DType, Device, Tensor};
+use common::random;
 
 /// `t` rounded to bf16 by candle (not by the code under test), back in f32.
 fn bf16_rounded(t: &Tensor) -> Vec<Vec<f32>> {
