@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use kiln_kernels::Activation;
+use kiln_kernels::{Activation, Products};
 
 fn random(shape: &[usize], dtype: DType) -> Tensor {
     Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
@@ -127,10 +127,15 @@ fn main() {
         kiln_kernels::kernel_threads()
     );
     // `cargo bench -p kiln-kernels -- bf16` times only the bf16-against-f32 cases,
-    // `-- attention` only attention with f32 against bf16 products.
+    // `-- attention` only attention with f32 against bf16 products, `-- winograd` only the
+    // Winograd layers against im2col.
     let filter = |name: &str| std::env::args().any(|arg| arg == name);
     if filter("attention") {
         attention_products_comparisons();
+        return;
+    }
+    if filter("winograd") {
+        winograd_comparisons();
         return;
     }
     if !filter("bf16") {
@@ -286,4 +291,46 @@ fn candle_comparisons() {
             kiln,
         );
     }
+}
+
+/// The Winograd path against im2col on the same 3×3 layer, f32 and bf16 products: the ratio is
+/// im2col time / Winograd time.
+fn winograd_case(shape: (usize, usize, usize, usize), runs: usize) {
+    let (b, c, hw, o) = shape;
+    let x = random(&[b, c, hw, hw], DType::F32);
+    let w = random(&[o, c, 3, 3], DType::F16);
+    let bias = random(&[o], DType::F32);
+    let flops = 2.0 * (b * o * hw * hw * c * 9) as f64;
+    for products in [Products::AsInput, Products::Bf16] {
+        let im2col = time(runs, || {
+            kiln_kernels::conv2d_im2col(&x, &w, Some(&bias), 1, 1, products)
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        let winograd = time(runs, || {
+            kiln_kernels::conv2d_with(&x, &w, Some(&bias), 1, 1, products)
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        println!(
+            "winograd {products:?} {b}×{c}×{hw}² → {o:<10} im2col {:>8.2} ms  winograd {:>8.2} ms  \
+             ratio {:>5.2}×  {:>6.1} effective GFLOP/s",
+            im2col * 1e3,
+            winograd * 1e3,
+            im2col / winograd,
+            flops / winograd / 1e9
+        );
+    }
+}
+
+/// The VAE decoder's 3×3 layers at 512² and the UNet's (CFG batch 2).
+fn winograd_comparisons() {
+    winograd_case((1, 512, 64, 512), 3);
+    winograd_case((1, 512, 128, 512), 2);
+    winograd_case((1, 512, 256, 512), 1);
+    winograd_case((1, 256, 256, 256), 2);
+    winograd_case((1, 256, 512, 256), 1);
+    winograd_case((1, 128, 512, 128), 2);
+    winograd_case((2, 320, 64, 320), 3);
+    winograd_case((2, 640, 32, 640), 3);
+    winograd_case((2, 1280, 16, 1280), 3);
+    winograd_case((2, 1280, 8, 1280), 3);
 }

@@ -5,7 +5,9 @@
 //! inputs on CPUs with AVX512-BF16 multiply in bf16 instead (same products, f32 sums). The weight
 //! may be held in another dtype than the input (16-bit weights of an f32 model are widened per
 //! call, exactly, so the model never keeps an f32 copy), and [`Products::Bf16`] multiplies f32
-//! inputs in bf16 too.
+//! inputs in bf16 too. 3×3, stride-1, padding-1 layers on large enough images go through
+//! [`crate::winograd`] instead: fewer multiplies, F(2,3) for f32 computations, F(6,3)/F(4,3)
+//! with f32 products where the computation is bf16 or 16-bit anyway.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
@@ -19,6 +21,7 @@ use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
 use crate::scratch::{with_scratch, Scratch};
 use crate::threads::install;
+use crate::winograd;
 
 /// im2col scratch per band, in f32 elements (16 MiB): large enough that gemm runs on wide
 /// panels, small enough that the VAE's 512² layers never hold a full 1.2 GB column matrix.
@@ -58,6 +61,8 @@ struct Conv2dOp<'w> {
     bias: Option<Vec<f32>>,
     products: Products,
     weight: WeightValues<'w>,
+    /// Whether 3×3 layers may take the Winograd path (off only to time or test im2col alone).
+    winograd: bool,
 }
 
 /// `conv2d(x, weight) + bias` for `x` `[B, C, H, W]` and `weight` `[O, C, kh, kw]` on the CPU,
@@ -114,6 +119,51 @@ pub fn conv2d_values(
     padding: usize,
     stride: usize,
     products: Products,
+) -> Result<Tensor> {
+    convolve(
+        x,
+        weight,
+        weight_dims,
+        bias,
+        [padding, stride],
+        products,
+        true,
+    )
+}
+
+/// [`conv2d_with`] on the im2col path only, never Winograd: the baseline the Winograd layers
+/// are timed and tested against.
+#[doc(hidden)]
+pub fn conv2d_im2col(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    products: Products,
+) -> Result<Tensor> {
+    let dims = weight.dims4()?;
+    with_values(weight, OP, "weight", |values| {
+        convolve(
+            x,
+            values,
+            [dims.0, dims.1, dims.2, dims.3],
+            bias,
+            [padding, stride],
+            products,
+            false,
+        )
+    })?
+}
+
+fn convolve(
+    x: &Tensor,
+    weight: WeightValues<'_>,
+    weight_dims: [usize; 4],
+    bias: Option<&Tensor>,
+    [padding, stride]: [usize; 2],
+    products: Products,
+    winograd: bool,
 ) -> Result<Tensor> {
     check_cpu_input(x, OP, "x")?;
     let (batch, in_channels, height, width) = x.dims4().map_err(|_| KernelError::Shape {
@@ -175,6 +225,7 @@ pub fn conv2d_values(
         bias,
         products,
         weight,
+        winograd,
     };
     Ok(x.contiguous()?.apply_op1_no_bwd(&op)?)
 }
@@ -253,6 +304,17 @@ impl Conv2dOp<'_> {
         // over the pool), so only its buffers grow to a weight's size, not every worker's.
         let bf16_products = crate::gemm_bf16::available()
             && (T::as_bf16(x).is_some() || self.products == Products::Bf16);
+        let approximate = T::as_f32(x).is_none() || self.products == Products::Bf16;
+        if let Some((variant, layer)) = self.winograd(approximate) {
+            let mut out = vec![0f32; g.batch * g.out_channels * g.out_h * g.out_w];
+            let bias = self.bias.as_deref();
+            if !winograd::convolve(variant, layer, x, w, bias, &mut out) {
+                return Err(candle_core::Error::Msg(
+                    "kiln-conv2d: bad winograd views".into(),
+                ));
+            }
+            return Ok(T::storage_from_f32(out));
+        }
         let size_error = || candle_core::Error::Msg("kiln-conv2d: weight size disagrees".into());
         let packed_weight = if bf16_products {
             Some(PackedLhs::from_elements(w, g.out_channels, g.patch()).ok_or_else(size_error)?)
@@ -274,6 +336,22 @@ impl Conv2dOp<'_> {
             })
         })?;
         Ok(T::storage_from_f32(out))
+    }
+
+    /// The Winograd variant for a 3×3, stride-1, padding-1 layer that suits one.
+    fn winograd(&self, approximate: bool) -> Option<(winograd::Variant, winograd::Layer)> {
+        let g = self.geometry;
+        if !self.winograd || (g.kernel_h, g.kernel_w, g.stride, g.padding) != (3, 3, 1, 1) {
+            return None;
+        }
+        let layer = winograd::Layer {
+            batch: g.batch,
+            in_channels: g.in_channels,
+            out_channels: g.out_channels,
+            height: g.height,
+            width: g.width,
+        };
+        layer.variant(approximate).map(|variant| (variant, layer))
     }
 
     /// The convolution of `x` (all images) by the f32 `weight`, or by `packed` (bf16 products)

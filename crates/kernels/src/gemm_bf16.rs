@@ -699,6 +699,8 @@ pub enum Products {
     /// Both operands rounded to bf16, products summed in f32, where the CPU multiplies bf16
     /// natively ([`bf16_compute_available`]); otherwise as [`Products::AsInput`]. Activations
     /// stay f32 around the product (as PyTorch's CPU autocast keeps norms and softmax in f32).
+    /// A permission rather than a promise: 3×3 convolutions that take the Winograd path
+    /// multiply in f32 there (five times fewer multiplies; within bf16's error and closer to f32).
     Bf16,
 }
 

@@ -1,5 +1,6 @@
 //! CPU kernels as candle custom ops, for the layers where candle's own CPU ops are slow or
-//! single-threaded: [`conv2d`] (implicit GEMM over the AVX-512 gemm), [`group_norm`] fused with
+//! single-threaded: [`conv2d`] (implicit GEMM over the AVX-512 gemm, Winograd F(m,3) for large
+//! 3×3 layers), [`group_norm`] fused with
 //! SiLU, [`layer_norm`], [`linear`] (bf16 only), and a fused memory-efficient [`attention`] that never builds the `T×T`
 //! score matrix. Each takes candle tensors on the CPU in f32, bf16 or f16, computes in f32, and
 //! returns the input's dtype (bf16 convolutions multiply in bf16 with f32 sums where the CPU has
@@ -24,15 +25,17 @@ mod element;
 mod error;
 mod geglu;
 mod gemm_bf16;
+mod gemm_f32;
 mod linear;
 mod matmul;
 mod norm;
 mod scratch;
 mod simd;
 mod threads;
+mod winograd;
 
 pub use attention::{attention, attention_slow, attention_with};
-pub use conv2d::{conv2d, conv2d_slow, conv2d_values, conv2d_with};
+pub use conv2d::{conv2d, conv2d_im2col, conv2d_slow, conv2d_values, conv2d_with};
 pub use element::{supports_dtype, WeightValues};
 pub use error::{KernelError, Result};
 pub use geglu::{geglu, geglu_slow};
