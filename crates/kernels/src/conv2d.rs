@@ -89,24 +89,7 @@ pub fn conv2d_with(
     stride: usize,
     products: Products,
 ) -> Result<Tensor> {
-    check_cpu_input(weight, OP, "weight")?;
-    let dims = weight.dims4().map_err(|_| KernelError::Shape {
-        op: OP,
-        input: "weight",
-        actual: weight.dims().to_vec(),
-        expected: "[O, C, kh, kw]".to_string(),
-    })?;
-    with_values(weight, OP, "weight", |values| {
-        conv2d_values(
-            x,
-            values,
-            [dims.0, dims.1, dims.2, dims.3],
-            bias,
-            padding,
-            stride,
-            products,
-        )
-    })?
+    convolve_tensor(x, weight, bias, [padding, stride], products, true)
 }
 
 /// [`conv2d_with`] for a weight of `weight_dims` `[O, C, kh, kw]` read in place from `weight`
@@ -142,16 +125,34 @@ pub fn conv2d_im2col(
     stride: usize,
     products: Products,
 ) -> Result<Tensor> {
-    let dims = weight.dims4()?;
+    convolve_tensor(x, weight, bias, [padding, stride], products, false)
+}
+
+/// [`convolve`] with the weight given as a tensor (checked for the CPU and `[O, C, kh, kw]`).
+fn convolve_tensor(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    geometry: [usize; 2],
+    products: Products,
+    winograd: bool,
+) -> Result<Tensor> {
+    check_cpu_input(weight, OP, "weight")?;
+    let dims = weight.dims4().map_err(|_| KernelError::Shape {
+        op: OP,
+        input: "weight",
+        actual: weight.dims().to_vec(),
+        expected: "[O, C, kh, kw]".to_string(),
+    })?;
     with_values(weight, OP, "weight", |values| {
         convolve(
             x,
             values,
             [dims.0, dims.1, dims.2, dims.3],
             bias,
-            [padding, stride],
+            geometry,
             products,
-            false,
+            winograd,
         )
     })?
 }
