@@ -250,6 +250,16 @@ impl Attention {
         let shape = HeadShape::check(q, k, v)?;
         let mask = mask.map(|m| normalise_mask(m, &shape)).transpose()?;
         let mask = mask.as_ref();
+        // cuBLAS takes a matrix only with unit stride along one side and a leading dimension
+        // spanning the other; a query chunk of a transposed view (the VAE's channel-major
+        // tokens) has neither, and candle's CUDA matmul refuses it. Off the CPU the inputs are
+        // made row-major once, before any chunking (the CPU kernels take any strides).
+        let (q, k, v) = if q.device().is_cpu() {
+            (q.clone(), k.clone(), v.clone())
+        } else {
+            (q.contiguous()?, k.contiguous()?, v.contiguous()?)
+        };
+        let (q, k, v) = (&q, &k, &v);
         match self.kernel {
             AttentionKernel::Plain => Ok((
                 plain(q, k, v, mask, self.upcast)?,

@@ -385,10 +385,20 @@ impl SamplingRun<'_> {
             noise_kernel,
         )?;
 
+        // ComfyUI's `sample`: noise, latent and mask go to the model's device, where the
+        // sampler's state stays until the result returns to the CPU.
         let device = model.weights.device().clone();
+        let latent_image = latent_image
+            .to_device(&device)
+            .context("placing the latent")?;
+        let noise = noise.to_device(&device).context("placing the noise")?;
         let network = Network::build(model)?;
         let denoise_mask = match &self.latent.noise_mask {
-            Some(mask) => Some(prepare_mask(mask, shape)?),
+            Some(mask) => Some(
+                prepare_mask(mask, shape)?
+                    .to_device(&device)
+                    .context("placing the noise mask")?,
+            ),
             None => None,
         };
         let concat = ConcatTarget {
@@ -466,6 +476,12 @@ impl SamplingRun<'_> {
         let mut previews = StepPreviews::new(previewer);
         let mut last_denoised: Option<Tensor> = None;
         let mut progress = |info: &StepInfo<'_>| {
+            // A GPU queues the step's kernels and returns; progress (and with it the step
+            // timings clients and `kiln bench` see, and how soon an interrupt is noticed) must
+            // mean the step's work is done. A failed wait surfaces at the next read instead.
+            if !device.is_cpu() {
+                let _ = device.synchronize();
+            }
             let preview = previews.preview(info.denoised);
             last_denoised = Some(info.denoised.clone());
             ctx.progress(info.step as u64 + 1, info.total as u64, preview);

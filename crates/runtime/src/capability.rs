@@ -399,10 +399,11 @@ impl CapabilityProfile {
         cast_set.push(StorageDType::U8);
         let mut compute = vec![DType::F32, DType::F16, DType::F64];
         if ampere {
-            holds.insert(StorageDType::F8E4M3);
-            cast_set.push(StorageDType::F8E4M3);
             compute.push(DType::BF16);
         }
+        // No F8E4M3 tensors: candle 0.11.1's CUDA cast looks up `cast_f8e4m3_<to>` while its
+        // kernels are named `cast_f8_e4m3_<to>` (CUDA_ERROR_NOT_FOUND, seen on an H100), so fp8
+        // weights stay 8-bit as U8 codes widened through a lookup table on the GPU, as on Metal.
         let computes = OpFamily::ALL
             .into_iter()
             .map(|family| (family, compute.clone()))
@@ -567,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn cuda_fp8_casts_and_bf16_compute_need_sm80() {
+    fn cuda_bf16_compute_needs_sm80_and_fp8_stays_bytes() {
         let t4 = CapabilityProfile::cuda("t4", "t", CudaCapability::new(7, 5), GIB, GIB);
         let a = CapabilityProfile::cuda("a", "t", CudaCapability::new(8, 6), GIB, GIB);
         let ada = CapabilityProfile::cuda("ada", "t", CudaCapability::new(8, 9), GIB, GIB);
@@ -575,7 +576,13 @@ mod tests {
         assert!(t4.can_hold(StorageDType::BF16));
         assert!(!t4.computes(OpFamily::Matmul, DType::BF16));
         assert!(!t4.fused_attention);
-        assert!(a.can_cast(StorageDType::F8E4M3, StorageDType::BF16));
+        // candle's F8E4M3 casts do not load on CUDA (kernel names mismatch): fp8 is held as
+        // bytes on every GPU.
+        for gpu in [&t4, &a, &ada] {
+            assert!(!gpu.can_hold(StorageDType::F8E4M3));
+            assert!(!gpu.can_cast(StorageDType::F8E4M3, StorageDType::BF16));
+            assert!(gpu.can_hold(StorageDType::U8));
+        }
         assert!(a.computes_all(DType::BF16));
         assert!(!a.fp8_matmul);
         assert!(ada.fp8_matmul);

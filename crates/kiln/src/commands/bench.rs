@@ -1,11 +1,12 @@
-//! `kiln bench`: the real-size SD1.5 architecture with random weights (generated locally once,
-//! then reused from the page cache) run through the same workflow engine and nodes as `kiln run`
-//! — default txt2img at 512×512, euler, CFG 7 — timing every stage. Prints s/step, peak RSS,
-//! process start → first sampling step and per-stage times, and the same as JSON, so later
-//! work can compare runs; also the FLOPs of a UNet step against the CPU's nominal peak, and with
-//! `--compare-torch` PyTorch's timings on the same checkpoint (`bench_torch`). `kiln bench
-//! flux-schnell` runs the Flux storage comparison instead (`bench_flux`). A benchmark, not a
-//! test: nothing here asserts a speed.
+//! `kiln bench`: the real-size SD1.5 (or with `sdxl` SDXL base) architecture with random weights
+//! (generated locally once, then reused from the page cache) run through the same workflow engine
+//! and nodes as `kiln run` — default txt2img at the model's native size, euler, CFG 7 — on the
+//! device the planner picks (the CPU, or the GPU in a `cuda`/`metal` build), timing every stage.
+//! Prints s/step, peak RSS, process start → first sampling step and per-stage times, and the
+//! same as JSON, so later work can compare runs; also the FLOPs of a UNet step (on the CPU
+//! against its nominal peak), and with `--compare-torch` PyTorch's timings on the same checkpoint
+//! and device (`bench_torch`). `kiln bench flux-schnell` runs the Flux storage comparison instead
+//! (`bench_flux`). A benchmark, not a test: nothing here asserts a speed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,9 +19,12 @@ use kiln_folders::FolderPaths;
 use kiln_graph::{ExecutionEvent, ExecutionObserver, ExecutionRequest, Executor, Validator};
 use kiln_nodes::{builtin_registry, NodeServices};
 use kiln_runtime::{
-    detect_device, detect_host, simulated_profile, CapabilityProfile, PlanOptions, Planner,
+    detect_device, detect_host, simulated_profile, BackendKind, CapabilityProfile, PlanOptions,
+    Planner,
 };
-use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Size, Storage};
+use kiln_test_checkpoints::{
+    write, CheckpointSpec, Family, Packaging, Size, Storage, UnetConfig, UnetVariant,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -74,11 +78,16 @@ struct BenchReport {
     /// FLOPs of one sampler step (one CFG-batched UNet evaluation; convolutions, linear layers
     /// and attention products).
     unet_flops_per_step: f64,
-    /// The CPU's nominal f32 FLOP/s and how it was derived.
-    peak_flops: f64,
-    peak_flops_basis: String,
-    /// `unet_flops_per_step / s_per_step / peak_flops`.
-    fraction_of_peak: f64,
+    /// `unet_flops_per_step / s_per_step_steady`.
+    achieved_flops: f64,
+    /// The CPU's nominal f32 FLOP/s and how it was derived (CPU runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_flops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_flops_basis: Option<String>,
+    /// `achieved_flops / peak_flops` (CPU runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fraction_of_peak: Option<f64>,
     /// PyTorch on the same checkpoint (`--compare-torch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     torch_comparison: Option<bench_torch::TorchComparison>,
@@ -93,7 +102,8 @@ struct Machine {
     profile: String,
 }
 
-/// Runs `kiln bench`: the SD1.5 workflow, or with `flux-schnell` the Flux case (`bench_flux`).
+/// Runs `kiln bench`: the SD1.5 or SDXL workflow, or with `flux-schnell` the Flux case
+/// (`bench_flux`).
 pub fn bench(
     args: &BenchArgs,
     global: &ComfyArgs,
@@ -103,9 +113,15 @@ pub fn bench(
     if args.is_flux_schnell() {
         return bench_flux::bench_flux(args, global, simulate);
     }
-    if args.steps() == 0 || args.size == 0 || !args.size.is_multiple_of(8) {
+    let size = args.size();
+    if args.steps() == 0 || size == 0 || !size.is_multiple_of(8) {
         bail!("--steps must be ≥ 1 and --size a positive multiple of 8");
     }
+    let (family, variant) = if args.is_sdxl() {
+        (Family::Sdxl, UnetVariant::Sdxl)
+    } else {
+        (Family::Sd1, UnetVariant::Sd1)
+    };
     let dir = args
         .dir
         .clone()
@@ -114,15 +130,15 @@ pub fn bench(
         BenchStorage::F16 => Storage::F16,
         BenchStorage::F32 => Storage::F32,
     };
-    let spec =
-        CheckpointSpec::new(Family::Sd1, storage, Packaging::SingleFile).with_size(Size::Real);
+    let spec = CheckpointSpec::new(family, storage, Packaging::SingleFile).with_size(Size::Real);
     let checkpoints = dir.join("models").join("checkpoints");
     let relative = spec.relative_path();
     let generation = if checkpoints.join(&relative).is_file() {
         None
     } else {
         eprintln!(
-            "writing a real-size SD1.5 checkpoint with random weights to {} (once)…",
+            "writing a real-size {} checkpoint with random weights to {} (once)…",
+            args.case,
             checkpoints.display()
         );
         let started = Instant::now();
@@ -133,6 +149,11 @@ pub fn bench(
     let options = global.plan_options();
     let profile = bench_profile(&options, simulate)?;
     let machine = machine(&profile.name);
+    let backend = profile.backend;
+    if args.compare_torch {
+        // Before minutes of benchmarking, not after.
+        bench_torch::device_args(backend)?;
+    }
     let folders = FolderPaths::new(&dir).context("cannot set up the benchmark folders")?;
     let services = Arc::new(
         NodeServices::builder(folders, Planner::new(options, profile))
@@ -140,7 +161,7 @@ pub fn bench(
             .build(),
     );
     let registry = Arc::new(builtin_registry());
-    let prompt = workflow(&relative, args);
+    let prompt = workflow(&relative, size, args.steps());
     let resolve = |key: &str| services.combo_options(key);
     let validated = Validator::new(&registry, &resolve)
         .validate(&prompt)
@@ -154,17 +175,22 @@ pub fn bench(
     let finished = Instant::now();
 
     let mut report = timer.report(
-        process_start,
-        run_start,
-        finished,
+        Clock {
+            process_start,
+            run_start,
+            finished,
+            generation,
+        },
         args,
-        generation,
+        &UnetConfig::real(variant),
+        backend,
         machine,
     )?;
     if args.compare_torch {
         let decode = report.stages_s.get("vae_decode").copied();
         report.torch_comparison = Some(bench_torch::compare(
             args,
+            backend,
             &checkpoints.join(&relative),
             report.s_per_step_steady,
             decode,
@@ -196,14 +222,14 @@ fn bench_profile(
 }
 
 /// ComfyUI's default txt2img graph on the benchmark checkpoint, previewed (not saved).
-fn workflow(checkpoint: &Path, args: &BenchArgs) -> serde_json::Value {
+fn workflow(checkpoint: &Path, size: u32, steps: u32) -> serde_json::Value {
     let name = checkpoint.to_string_lossy();
     json!({
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,", "clip": ["4", 1]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": args.size, "height": args.size, "batch_size": 1}},
-        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": args.steps(), "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": steps, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
     })
@@ -231,16 +257,30 @@ impl ExecutionObserver for Timer {
     }
 }
 
+/// When the process and the benchmark run started and ended, and how long writing the
+/// checkpoint took (excluded from the figures).
+struct Clock {
+    process_start: Instant,
+    run_start: Instant,
+    finished: Instant,
+    generation: Option<f64>,
+}
+
 impl Timer {
     fn report(
         &self,
-        process_start: Instant,
-        run_start: Instant,
-        finished: Instant,
+        clock: Clock,
         args: &BenchArgs,
-        generation: Option<f64>,
+        unet: &UnetConfig,
+        backend: BackendKind,
         machine: Machine,
     ) -> anyhow::Result<BenchReport> {
+        let Clock {
+            process_start,
+            run_start,
+            finished,
+            generation,
+        } = clock;
         let end = self.end.unwrap_or(finished);
         let mut stages = BTreeMap::new();
         for (i, (node, start)) in self.node_starts.iter().enumerate() {
@@ -277,15 +317,28 @@ impl Timer {
             _ => s_per_step,
         };
         // Euler with CFG evaluates cond and uncond as one batch of two.
-        let unet_flops_per_step = bench_flops::sd15_unet_flops(args.size as usize / 8, 2);
-        let (peak_flops, peak_flops_basis) =
-            bench_flops::nominal_peak_flops(bench_flops::physical_cores(), &machine.cpu_features);
+        let unet_flops_per_step = bench_flops::unet_flops(unet, args.size() as usize / 8, 2);
+        let achieved_flops = unet_flops_per_step / s_per_step_steady;
+        // The nominal peak is the CPU's; a GPU run reports the achieved rate alone.
+        let (peak_flops, peak_flops_basis) = if backend == BackendKind::Cpu {
+            let (peak, basis) = bench_flops::nominal_peak_flops(
+                bench_flops::physical_cores(),
+                &machine.cpu_features,
+            );
+            (Some(peak), Some(basis))
+        } else {
+            (None, None)
+        };
         Ok(BenchReport {
-            benchmark: "sd15-txt2img-random-weights",
+            benchmark: if args.is_sdxl() {
+                "sdxl-txt2img-random-weights"
+            } else {
+                "sd15-txt2img-random-weights"
+            },
             kiln_version: env!("CARGO_PKG_VERSION"),
             machine,
             settings: json!({
-                "size": args.size, "steps": args.steps(), "cfg": 7.0, "sampler": "euler",
+                "size": args.size(), "steps": args.steps(), "cfg": 7.0, "sampler": "euler",
                 "scheduler": "normal", "storage": format!("{:?}", args.storage).to_lowercase(),
             }),
             checkpoint_generation_s: generation,
@@ -300,9 +353,10 @@ impl Timer {
             peak_rss_bytes: peak_rss_bytes(),
             total_s: (end - run_start).as_secs_f64(),
             unet_flops_per_step,
+            achieved_flops,
             peak_flops,
             peak_flops_basis,
-            fraction_of_peak: unet_flops_per_step / s_per_step_steady / peak_flops,
+            fraction_of_peak: peak_flops.map(|peak| achieved_flops / peak),
             torch_comparison: None,
         })
     }
@@ -378,14 +432,23 @@ fn print_report(report: &BenchReport) {
         );
     }
     println!("  total                   {:.2} s", report.total_s);
-    println!(
-        "  UNet step (steady)      {:.0} GFLOP, {:.1} GFLOP/s = {:.0}% of peak ({:.0} GFLOP/s: {})",
+    print!(
+        "  UNet step (steady)      {:.0} GFLOP, {:.1} GFLOP/s",
         report.unet_flops_per_step / 1e9,
-        report.unet_flops_per_step / report.s_per_step_steady / 1e9,
-        report.fraction_of_peak * 100.0,
-        report.peak_flops / 1e9,
-        report.peak_flops_basis
+        report.achieved_flops / 1e9,
     );
+    match (
+        report.fraction_of_peak,
+        report.peak_flops,
+        &report.peak_flops_basis,
+    ) {
+        (Some(fraction), Some(peak), Some(basis)) => println!(
+            " = {:.0}% of peak ({:.0} GFLOP/s: {basis})",
+            fraction * 100.0,
+            peak / 1e9
+        ),
+        _ => println!(),
+    }
     if let Some(comparison) = &report.torch_comparison {
         bench_torch::print(comparison);
     }

@@ -1,17 +1,13 @@
-//! The arithmetic of one SD1.5 UNet evaluation and of one Flux transformer evaluation, counted
-//! layer by layer from the architecture (`convolutions`, `linear layers`, attention products;
-//! norms and elementwise work are left out as they are memory-bound), and the CPU's nominal f32
-//! peak, so `kiln bench` can say how close a step runs to the hardware limit and scale a
-//! reduced-depth Flux to its full depth.
+//! The arithmetic of one UNet evaluation (SD1.5, SDXL: any `UnetConfig`) and of one Flux
+//! transformer evaluation, counted layer by layer from the architecture (`convolutions`, `linear
+//! layers`, attention products; norms and elementwise work are left out as they are
+//! memory-bound), and the CPU's nominal f32 peak, so `kiln bench` can say how close a step runs
+//! to the hardware limit and scale a reduced-depth Flux to its full depth.
 
-/// SD1.5's UNet: per-level widths, res blocks per level, the levels with transformers, the text
-/// context (77 tokens × 768).
-const CHANNELS: [usize; 4] = [320, 640, 1280, 1280];
-const RES_BLOCKS: usize = 2;
-const TRANSFORMER_LEVELS: usize = 3;
+use kiln_test_checkpoints::UnetConfig;
+
+/// Tokens of the text context (CLIP's 77 for every UNet family).
 const CONTEXT_TOKENS: usize = 77;
-const CONTEXT_WIDTH: usize = 768;
-const LATENT_CHANNELS: usize = 4;
 
 /// Multiply-accumulates of a `k×k` convolution `cin → cout` producing `side²` pixels.
 fn conv(cin: usize, cout: usize, k: usize, side: usize) -> f64 {
@@ -27,56 +23,67 @@ fn res_block(cin: usize, cout: usize, side: usize) -> f64 {
     conv(cin, cout, 3, side) + conv(cout, cout, 3, side) + skip
 }
 
-/// One `SpatialTransformer` with one basic block over `side²` tokens of width `c`: 1×1 proj
-/// in/out, self-attention (q, k, v, out), cross-attention (q, out; k, v from the context), the
-/// GEGLU feed-forward (c → 8c, 4c → c), and the two attention products of each attention.
-fn transformer(c: usize, side: usize) -> f64 {
+/// One `SpatialTransformer` with `depth` basic blocks over `side²` tokens of width `c`: 1×1 (or
+/// linear) proj in/out, then per block self-attention (q, k, v, out), cross-attention (q, out;
+/// k, v from the `context_width`-wide context), the GEGLU feed-forward (c → 8c, 4c → c), and the
+/// two attention products of each attention.
+fn transformer(c: usize, side: usize, depth: usize, context_width: usize) -> f64 {
+    if depth == 0 {
+        return 0.0;
+    }
     let n = (side * side) as f64;
     let c = c as f64;
-    let linear = n * c * c * (2.0 + 4.0 + 2.0 + 12.0);
-    let context = (CONTEXT_TOKENS * CONTEXT_WIDTH) as f64 * c * 2.0;
+    let projections = n * c * c * 2.0;
+    let linear = n * c * c * (4.0 + 2.0 + 12.0);
+    let context = (CONTEXT_TOKENS * context_width) as f64 * c * 2.0;
     let self_attention = 2.0 * n * n * c;
     let cross_attention = 2.0 * n * CONTEXT_TOKENS as f64 * c;
-    linear + context + self_attention + cross_attention
+    projections + depth as f64 * (linear + context + self_attention + cross_attention)
 }
 
-/// FLOPs (2 per multiply-accumulate) of one UNet evaluation of `batch` latents of `latent_side`².
-pub(crate) fn sd15_unet_flops(latent_side: usize, batch: usize) -> f64 {
-    let mut macs = conv(LATENT_CHANNELS, CHANNELS[0], 3, latent_side);
-    let mut skips = vec![CHANNELS[0]];
-    let mut channels = CHANNELS[0];
+/// FLOPs (2 per multiply-accumulate) of one evaluation of `unet` on `batch` latents of
+/// `latent_side`².
+pub(crate) fn unet_flops(unet: &UnetConfig, latent_side: usize, batch: usize) -> f64 {
+    let widths: Vec<usize> = unet
+        .channel_mult
+        .iter()
+        .map(|mult| mult * unet.model_channels)
+        .collect();
+    let depth = |level: usize| unet.transformer_depth.get(level).copied().unwrap_or(0);
+    let context = unet.context_dim;
+    let first = unet.model_channels;
+    let mut macs = conv(unet.in_channels, first, 3, latent_side);
+    let mut skips = vec![first];
+    let mut channels = first;
     let mut side = latent_side;
-    for (level, &width) in CHANNELS.iter().enumerate() {
-        for _ in 0..RES_BLOCKS {
+    for (level, &width) in widths.iter().enumerate() {
+        for _ in 0..unet.num_res_blocks {
             macs += res_block(channels, width, side);
             channels = width;
-            if level < TRANSFORMER_LEVELS {
-                macs += transformer(width, side);
-            }
+            macs += transformer(width, side, depth(level), context);
             skips.push(width);
         }
-        if level + 1 < CHANNELS.len() {
+        if level + 1 < widths.len() {
             side /= 2;
             macs += conv(width, width, 3, side);
             skips.push(width);
         }
     }
-    macs += 2.0 * res_block(channels, channels, side) + transformer(channels, side);
-    for (level, &width) in CHANNELS.iter().enumerate().rev() {
-        for _ in 0..=RES_BLOCKS {
+    macs += 2.0 * res_block(channels, channels, side)
+        + transformer(channels, side, unet.transformer_depth_middle, context);
+    for (level, &width) in widths.iter().enumerate().rev() {
+        for _ in 0..=unet.num_res_blocks {
             let skip = skips.pop().unwrap_or(0);
             macs += res_block(channels + skip, width, side);
             channels = width;
-            if level < TRANSFORMER_LEVELS {
-                macs += transformer(width, side);
-            }
+            macs += transformer(width, side, depth(level), context);
         }
         if level > 0 {
             side *= 2;
             macs += conv(width, width, 3, side);
         }
     }
-    macs += conv(CHANNELS[0], LATENT_CHANNELS, 3, latent_side);
+    macs += conv(first, unet.out_channels, 3, latent_side);
     2.0 * macs * batch as f64
 }
 
@@ -207,14 +214,32 @@ fn cpu_mhz() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_test_checkpoints::UnetVariant;
 
     #[test]
     fn sd15_step_is_in_the_published_range() {
         // SD1.5's UNet is commonly quoted at ~0.8 TFLOP per 512² image evaluation (~400 GMAC);
         // the count here must land near that, and scale with the batch.
-        let one = sd15_unet_flops(64, 1);
+        let sd15 = UnetConfig::real(UnetVariant::Sd1);
+        let one = unet_flops(&sd15, 64, 1);
         assert!((6.0e11..9.5e11).contains(&one), "{one:e}");
-        assert_eq!(sd15_unet_flops(64, 2), 2.0 * one);
+        assert_eq!(unet_flops(&sd15, 64, 2), 2.0 * one);
+    }
+
+    #[test]
+    fn sdxl_step_is_in_the_published_range() {
+        // SDXL's UNet at 1024² (a 128² latent) is quoted at ~6 TFLOP per image evaluation; its
+        // ten-block transformers at the 32² level dominate, so a count that ignored the depth
+        // would land near 2 TFLOP.
+        let sdxl = UnetConfig::real(UnetVariant::Sdxl);
+        let one = unet_flops(&sdxl, 128, 1);
+        assert!((5.0e12..7.5e12).contains(&one), "{one:e}");
+        let shallow = UnetConfig {
+            transformer_depth: vec![0, 1, 1],
+            transformer_depth_middle: 1,
+            ..sdxl
+        };
+        assert!(unet_flops(&shallow, 128, 1) < 0.5 * one);
     }
 
     #[test]

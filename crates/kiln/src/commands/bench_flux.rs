@@ -181,13 +181,14 @@ pub(super) fn bench_flux(
 ) -> anyhow::Result<ExitCode> {
     let steps = args.steps();
     let patch_pixels = VAE_FACTOR * PATCH;
-    if steps == 0 || args.size == 0 || !args.size.is_multiple_of(patch_pixels) {
+    let size = args.size();
+    if steps == 0 || size == 0 || !size.is_multiple_of(patch_pixels) {
         bail!("--steps must be ≥ 1 and --size a positive multiple of {patch_pixels}");
     }
     let [double, single] = args.flux_blocks;
     let settings = FluxBenchSettings {
         config: FluxConfig::new(FluxVariant::Schnell, Size::Real).with_blocks(double, single),
-        size: args.size,
+        size,
         steps: steps as usize,
         dir: args
             .dir

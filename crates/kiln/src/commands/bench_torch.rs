@@ -1,6 +1,7 @@
 //! `kiln bench --compare-torch`: runs `scripts/bench/compare_torch.py` (ComfyUI's UNet and VAE
-//! under PyTorch, f32 and bf16) on the checkpoint the benchmark just used, and turns its timings
-//! into Kiln/PyTorch ratios (below 1 means Kiln is faster).
+//! under PyTorch: on the CPU in f32 and bf16, on a CUDA GPU in f16, bf16 and f32) on the
+//! checkpoint and device the benchmark just used, and turns its timings into Kiln/PyTorch ratios
+//! (below 1 means Kiln is faster).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,11 +9,23 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+use kiln_runtime::BackendKind;
+
 use crate::flags::BenchArgs;
 
-/// The script, found beside the sources this binary was built from.
+/// Where the script lies in a Kiln source tree.
+const SCRIPT: &str = "scripts/bench/compare_torch.py";
+
+/// The script: in the source tree kiln is run from (a binary copied to another machine with its
+/// tree), else beside the sources this binary was built from.
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/compare_torch.py")
+    let here = PathBuf::from(SCRIPT);
+    if here.is_file() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(SCRIPT)
 }
 
 /// PyTorch's timings and Kiln's ratios to them.
@@ -26,10 +39,32 @@ pub(crate) struct TorchComparison {
     pub(crate) vae_decode_ratio: std::collections::BTreeMap<String, f64>,
 }
 
+/// The script's arguments for a run on `backend`, or why PyTorch cannot be compared there.
+pub(crate) fn device_args(backend: BackendKind) -> anyhow::Result<&'static [&'static str]> {
+    match backend {
+        // The script's defaults: ComfyUI's CPU path, f32 and bf16.
+        BackendKind::Cpu => Ok(&[]),
+        // ComfyUI's defaults on an NVIDIA GPU: PyTorch's SDPA attention, half precision; f32
+        // for scale. GPU steps are short, so more of them are timed.
+        BackendKind::Cuda => Ok(&[
+            "--device",
+            "cuda",
+            "--attention",
+            "pytorch",
+            "--dtypes",
+            "float16,bfloat16,float32",
+            "--runs",
+            "10",
+        ]),
+        other => bail!("--compare-torch has no PyTorch setup for the {other} backend"),
+    }
+}
+
 /// Runs the PyTorch reference on `checkpoint` and compares it with Kiln's steady `s_per_step` and
-/// `vae_decode_s`.
+/// `vae_decode_s`, measured on `backend`.
 pub(crate) fn compare(
     args: &BenchArgs,
+    backend: BackendKind,
     checkpoint: &Path,
     s_per_step: f64,
     vae_decode_s: Option<f64>,
@@ -49,16 +84,19 @@ pub(crate) fn compare(
         "timing PyTorch with {} (this takes minutes)…",
         args.torch_python.display()
     );
-    let status = Command::new(&args.torch_python)
+    let mut command = Command::new(&args.torch_python);
+    command
         .arg(&script)
         .arg("--comfyui")
         .arg(comfyui)
         .arg("--checkpoint")
         .arg(checkpoint)
         .arg("--size")
-        .arg(args.size.to_string())
+        .arg(args.size().to_string())
         .arg("--json-out")
-        .arg(&out)
+        .arg(&out);
+    command.args(device_args(backend)?);
+    let status = command
         .stdout(std::process::Stdio::null())
         .status()
         .with_context(|| format!("cannot run {}", args.torch_python.display()))?;

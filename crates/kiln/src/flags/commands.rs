@@ -57,24 +57,25 @@ pub struct RunArgs {
     pub overrides: Vec<InputOverride>,
 }
 
-/// `kiln bench [sd15|flux-schnell] [--steps N] [--size PX] [--storage f16|f32]
+/// `kiln bench [sd15|sdxl|flux-schnell] [--steps N] [--size PX] [--storage f16|f32]
 /// [--flux-blocks D,S] [--dir DIR] [--json] [--out FILE]`.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `sd15` (the txt2img workflow) or `flux-schnell` (the Flux transformer at
-    /// real widths and `--flux-blocks` depth in bf16, fp8 e4m3fn and GGUF Q8_0).
+    /// Which benchmark: `sd15` or `sdxl` (the txt2img workflow on a real-size checkpoint) or
+    /// `flux-schnell` (the Flux transformer at real widths and `--flux-blocks` depth in bf16, fp8
+    /// e4m3fn and GGUF Q8_0).
     #[arg(
         value_name = "CASE",
         default_value = BENCH_CASE_SD15,
-        value_parser = [BENCH_CASE_SD15, BENCH_CASE_FLUX_SCHNELL]
+        value_parser = [BENCH_CASE_SD15, BENCH_CASE_SDXL, BENCH_CASE_FLUX_SCHNELL]
     )]
     pub case: String,
     /// Sampler steps (default: 3 for sd15, 4 for flux-schnell).
     #[arg(long)]
     pub steps: Option<u32>,
-    /// Image width and height in pixels (a multiple of 8).
-    #[arg(long, default_value_t = 512)]
-    pub size: u32,
+    /// Image width and height in pixels, a multiple of 8 (default: 1024 for sdxl, else 512).
+    #[arg(long)]
+    pub size: Option<u32>,
     /// Storage dtype of the generated checkpoint (sd15; flux-schnell always runs all three).
     #[arg(long, value_enum, default_value_t = BenchStorage::F16)]
     pub storage: BenchStorage,
@@ -115,16 +116,32 @@ pub struct BenchArgs {
 
 /// `kiln bench sd15`: the SD1.5 txt2img workflow (the default).
 const BENCH_CASE_SD15: &str = "sd15";
+/// `kiln bench sdxl`: the same workflow on SDXL base at its native 1024².
+const BENCH_CASE_SDXL: &str = "sdxl";
 /// `kiln bench flux-schnell`: the Flux transformer at real widths, reduced depth.
 const BENCH_CASE_FLUX_SCHNELL: &str = "flux-schnell";
 /// Sampler steps when `--steps` is not given: SD1.5's short timing run, Flux schnell's 4.
 const SD15_DEFAULT_STEPS: u32 = 3;
+/// Image sizes when `--size` is not given: what each model was trained at.
+const SD15_SIZE: u32 = 512;
+const SDXL_SIZE: u32 = 1024;
 const FLUX_SCHNELL_DEFAULT_STEPS: u32 = 4;
 
 impl BenchArgs {
-    /// Whether the Flux schnell case was asked for (otherwise SD1.5).
+    /// Whether the Flux schnell case was asked for (otherwise a UNet workflow).
     pub fn is_flux_schnell(&self) -> bool {
         self.case == BENCH_CASE_FLUX_SCHNELL
+    }
+
+    /// Whether the SDXL case was asked for.
+    pub fn is_sdxl(&self) -> bool {
+        self.case == BENCH_CASE_SDXL
+    }
+
+    /// `--size`, or the case's native size.
+    pub fn size(&self) -> u32 {
+        self.size
+            .unwrap_or(if self.is_sdxl() { SDXL_SIZE } else { SD15_SIZE })
     }
 
     /// `--steps`, or the case's default.
