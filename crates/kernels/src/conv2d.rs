@@ -9,12 +9,14 @@
 //! [`crate::winograd`] instead: fewer multiplies, F(2,3) for f32 computations, F(6,3)/F(4,3)
 //! with f32 products where the computation is bf16 or 16-bit anyway.
 
+use std::ops::Range;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::element::{
-    check_cpu_input, contiguous, with_values, with_widened, Element, WeightValues,
+    check_cpu_input, contiguous, for_widened_rows, with_values, Element, WeightValues,
 };
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
@@ -322,20 +324,36 @@ impl Conv2dOp<'_> {
         } else {
             None
         };
-        // A packed weight needs no f32 copy.
-        let unpacked: &[W] = if packed_weight.is_some() { &[] } else { w };
-        // The im2col band buffer too lives on the calling thread (f32 products only).
-        let band_rows = g.band_rows();
-        let columns_len = if packed_weight.is_some() {
-            0
-        } else {
-            g.patch() * band_rows * g.out_w
+        let plane_out = g.out_h * g.out_w;
+        let mut out = vec![0f32; g.batch * g.out_channels * plane_out];
+        if let Some(bias) = &self.bias {
+            install(|| {
+                out.par_chunks_mut(plane_out)
+                    .enumerate()
+                    .for_each(|(row, plane)| plane.fill(bias[row % g.out_channels]));
+            });
+        }
+        let multiplied = match &packed_weight {
+            Some(packed) => install(|| {
+                self.multiply(x, &[], Some(packed), 0..g.out_channels, &mut [], &mut out)
+            }),
+            // f32 products: the weight read in place or widened a block of output channels at
+            // a time; the im2col band buffer too lives on the calling thread.
+            None => with_scratch(
+                Scratch::Columns,
+                g.patch() * g.band_rows() * g.out_w,
+                |columns| {
+                    for_widened_rows(w, g.patch(), |channels, weight| {
+                        install(|| self.multiply(x, weight, None, channels, columns, &mut out))
+                    })
+                },
+            ),
         };
-        let out = with_widened(unpacked, |weight| {
-            with_scratch(Scratch::Columns, columns_len, |columns| {
-                install(|| self.multiply(x, weight, packed_weight.as_ref(), columns))
-            })
-        })?;
+        if !multiplied {
+            return Err(candle_core::Error::Msg(
+                "kiln-conv2d: bad gemm views or buffers".into(),
+            ));
+        }
         Ok(T::storage_from_f32(out))
     }
 
@@ -355,28 +373,26 @@ impl Conv2dOp<'_> {
         layer.variant(approximate).map(|variant| (variant, layer))
     }
 
-    /// The convolution of `x` (all images) by the f32 `weight`, or by `packed` (bf16 products)
-    /// when given, plus the bias; f32 products gather each band's im2col into `columns`.
+    /// Adds to `out` (all images, bias already in it) the output channels `channels` of the
+    /// convolution of `x` by the f32 `weight` rows of those channels, or by `packed` (bf16
+    /// products, all channels); f32 products gather each band's im2col into `columns`. False
+    /// when a view or buffer does not fit.
     fn multiply<T: Element>(
         &self,
         x: &[T],
         weight: &[f32],
         packed_weight: Option<&PackedLhs>,
+        channels: Range<usize>,
         columns: &mut [f32],
-    ) -> candle_core::Result<Vec<f32>> {
+        out: &mut [f32],
+    ) -> bool {
         let g = self.geometry;
         let plane_in = g.in_channels * g.height * g.width;
         let plane_out = g.out_h * g.out_w;
-        let mut out = vec![0f32; g.batch * g.out_channels * plane_out];
-        if let Some(bias) = &self.bias {
-            out.par_chunks_mut(plane_out)
-                .enumerate()
-                .for_each(|(row, plane)| plane.fill(bias[row % g.out_channels]));
-        }
         let accumulate = self.bias.is_some();
         let weight_view = MatRef {
             data: weight,
-            rows: g.out_channels,
+            rows: channels.len(),
             cols: g.patch(),
             row_stride: g.patch(),
             col_stride: 1,
@@ -385,6 +401,9 @@ impl Conv2dOp<'_> {
             .chunks_exact(plane_in)
             .zip(out.chunks_exact_mut(plane_out * g.out_channels))
         {
+            let Some(out_channels) = out_image.get_mut(channels.start * plane_out..) else {
+                return false;
+            };
             if g.is_pointwise() && packed_weight.is_none() {
                 if let Some(image) = T::as_f32(image) {
                     let input = MatRef {
@@ -395,16 +414,14 @@ impl Conv2dOp<'_> {
                         col_stride: 1,
                     };
                     let dst = MatMut {
-                        data: out_image,
-                        rows: g.out_channels,
+                        data: out_channels,
+                        rows: channels.len(),
                         cols: plane_out,
                         row_stride: plane_out,
                         col_stride: 1,
                     };
                     if !matmul(dst, weight_view, input, 1.0, accumulate, Threads::Pool) {
-                        return Err(candle_core::Error::Msg(
-                            "kiln-conv2d: bad gemm views".into(),
-                        ));
+                        return false;
                     }
                     continue;
                 }
@@ -414,14 +431,17 @@ impl Conv2dOp<'_> {
             while first_row < g.out_h {
                 let rows = band_rows.min(g.out_h - first_row);
                 let band = rows * g.out_w;
+                let Some(data) = out_channels.get_mut(first_row * g.out_w..) else {
+                    return false;
+                };
                 let dst = MatMut {
-                    data: &mut out_image[first_row * g.out_w..],
-                    rows: g.out_channels,
+                    data,
+                    rows: channels.len(),
                     cols: band,
                     row_stride: plane_out,
                     col_stride: 1,
                 };
-                let multiplied = match &packed_weight {
+                let multiplied = match packed_weight {
                     Some(packed) => {
                         let source = Bf16Columns {
                             image,
@@ -433,9 +453,7 @@ impl Conv2dOp<'_> {
                     }
                     None => {
                         let Some(columns) = columns.get_mut(..g.patch() * band) else {
-                            return Err(candle_core::Error::Msg(
-                                "kiln-conv2d: column buffer too small".into(),
-                            ));
+                            return false;
                         };
                         gather_columns(image, &g, first_row, rows, columns);
                         let input = MatRef {
@@ -449,14 +467,12 @@ impl Conv2dOp<'_> {
                     }
                 };
                 if !multiplied {
-                    return Err(candle_core::Error::Msg(
-                        "kiln-conv2d: bad gemm views".into(),
-                    ));
+                    return false;
                 }
                 first_row += rows;
             }
         }
-        Ok(out)
+        true
     }
 }
 

@@ -4,10 +4,12 @@
 //! input's dtype on all cores (16-bit weights of an f32 model are held 16-bit and widened per
 //! call, exactly) and candle's matmul runs, as in [`linear_slow`].
 
+use std::ops::Range;
+
 use candle_core::{DType, Tensor};
 use half::bf16;
 
-use crate::element::{check_cpu_input, with_values, with_widened, Element, WeightValues};
+use crate::element::{check_cpu_input, for_widened_rows, with_values, Element, WeightValues};
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
@@ -113,19 +115,23 @@ pub fn linear_values(
                 return false;
             };
             {
-                let mut product = |w: &[f32]| {
+                // Output features `features` from those rows of the weight, widened.
+                let mut product = |features: Range<usize>, w: &[f32]| {
+                    let Some(data) = out.get_mut(features.start..) else {
+                        return false;
+                    };
                     let dst = MatMut {
-                        data: &mut out,
+                        data,
                         rows: tokens,
-                        cols: out_features,
+                        cols: features.len(),
                         row_stride: out_features,
                         col_stride: 1,
                     };
-                    // `weightᵀ` as a `[K, N]` view of the `[N, K]` weight.
+                    // `weightᵀ` as a `[K, n]` view of the `[n, K]` weight rows.
                     let transposed = MatRef {
                         data: w,
                         rows: in_features,
-                        cols: out_features,
+                        cols: features.len(),
                         row_stride: 1,
                         col_stride: in_features,
                     };
@@ -133,9 +139,9 @@ pub fn linear_values(
                     matmul(dst, lhs, transposed, 1.0, bias.is_some(), Threads::Pool)
                 };
                 match weight {
-                    WeightValues::F32(w) => product(w),
-                    WeightValues::BF16(w) => with_widened(w, &mut product),
-                    WeightValues::F16(w) => with_widened(w, &mut product),
+                    WeightValues::F32(w) => for_widened_rows(w, in_features, &mut product),
+                    WeightValues::BF16(w) => for_widened_rows(w, in_features, &mut product),
+                    WeightValues::F16(w) => for_widened_rows(w, in_features, &mut product),
                 }
             }
         })?;
@@ -183,7 +189,7 @@ pub fn linear_values(
             WeightValues::BF16(w) => product(dst, &packed, w, accumulate),
             WeightValues::F32(w) => product(dst, &packed, &rounded(w), accumulate),
             WeightValues::F16(w) => {
-                let w = with_widened(w, rounded);
+                let w = crate::threads::par_map(w, |value| bf16::from_f32(value.to_f32()));
                 product(dst, &packed, &w, accumulate)
             }
         }

@@ -63,6 +63,7 @@ mod attention;
 mod capability;
 mod dtype_rules;
 mod error;
+mod heap;
 mod held;
 mod host;
 mod load;
@@ -75,6 +76,7 @@ mod profiles;
 
 pub use capability::{BackendKind, CapabilityProfile, CudaCapability, MacOsVersion, OpFamily};
 pub use error::RuntimeError;
+pub use heap::return_free_heap;
 pub use held::{canonical_fp8_codes, HeldTensor, MappedValues};
 pub use host::{detect_device, detect_host, probe_cuda, probe_metal};
 pub use load::{InUse, WeightStore};

@@ -25,6 +25,7 @@ pub struct InUse<'a> {
 impl Drop for InUse<'_> {
     fn drop(&mut self) {
         self.store.release_pages();
+        crate::heap::return_free_heap();
     }
 }
 
@@ -685,8 +686,11 @@ impl WeightStore {
 
     /// Marks the component in use until the returned guard drops: the pages of its tensors
     /// used in place from their files are mapped ahead in bulk, and let go when the guard drops
-    /// (the component idles in the page cache, not in the process's memory).
+    /// (the component idles in the page cache, not in the process's memory). Free heap memory
+    /// is given back to the system at both ends, so what the allocator keeps for reuse while
+    /// the component runs does not outlive it (`heap.rs`).
     pub fn in_use(&self) -> InUse<'_> {
+        crate::heap::return_free_heap();
         self.populate();
         InUse { store: self }
     }
