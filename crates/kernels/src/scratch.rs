@@ -59,6 +59,13 @@ pub(crate) fn with_scratch<R>(
 /// right operands), attention its packed inputs and one task's probabilities.
 const SPARE_PACKED_BUFFERS: usize = 3;
 
+/// The largest packed buffer kept as a spare (1 Mi lanes, 4 MiB: a band's packed columns).
+/// Larger ones — packed weights, up to 30 MB for SD1.5's 1280-channel layers — go back to the
+/// allocator, which keeps them for reuse while the model runs and returns them when it idles;
+/// three such spares per thread stayed resident for the process's life (SD1.5's peak RSS with
+/// bf16 products: 2.06 → 1.94 GiB, no slower in paired `kiln bench` runs).
+const RETAINED_PACKED_LANES: usize = 1 << 20;
+
 /// A buffer of bf16 pairs (`u32` lanes) taken from this thread's spares and handed back to the
 /// spares of whichever thread drops it, so packed operands cost no allocation or zeroing once
 /// every thread has seen the largest size. Its contents start unspecified (whatever a previous
@@ -110,7 +117,7 @@ impl PackedBuffer {
 impl Drop for PackedBuffer {
     fn drop(&mut self) {
         let values = std::mem::take(&mut self.values);
-        if values.is_empty() {
+        if values.is_empty() || values.len() > RETAINED_PACKED_LANES {
             return;
         }
         // A thread being torn down has no spares left to keep it in: the buffer is freed.
