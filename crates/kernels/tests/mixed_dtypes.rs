@@ -59,6 +59,29 @@ fn sixteen_bit_weights_of_an_f32_input_give_the_widened_results_exactly() {
     }
 }
 
+/// 16-bit weights larger than one widening block (4 Mi values) are widened and multiplied a block
+/// of output channels (rows) at a time; every block lands on its own outputs.
+#[test]
+fn weights_larger_than_one_widening_block_give_the_widened_results() {
+    // 520 × 1024·3·3 = 4.8 M values: blocks of 455 output channels and of 65.
+    let x = random(&[1, 1024, 5, 5], 40);
+    let bias = random(&[520], 41);
+    let w = random(&[520, 1024, 3, 3], 42).to_dtype(DType::F16).unwrap();
+    let held = kiln_kernels::conv2d(&x, &w, Some(&bias), 1, 1).unwrap();
+    let widened = w.to_dtype(DType::F32).unwrap();
+    let first = kiln_kernels::conv2d(&x, &widened, Some(&bias), 1, 1).unwrap();
+    assert_close(&held, &first, "conv2d over two widening blocks");
+    // 1100 × 4096 = 4.5 M values: blocks of 1024 output features and of 76.
+    let x = random(&[2, 3, 4096], 43);
+    let bias = random(&[1100], 44);
+    let w = random(&[1100, 4096], 45).to_dtype(DType::BF16).unwrap();
+    let held = kiln_kernels::linear(&x, &w, Some(&bias)).unwrap();
+    let widened = w.to_dtype(DType::F32).unwrap();
+    let first = kiln_kernels::linear(&x, &widened, Some(&bias)).unwrap();
+    assert_eq!(held.dims(), &[2, 3, 1100]);
+    assert_close(&held, &first, "linear over two widening blocks");
+}
+
 #[test]
 fn bf16_products_of_f32_inputs_are_the_f32_products_of_their_bf16_roundings() {
     let native = kiln_kernels::bf16_compute_available();
