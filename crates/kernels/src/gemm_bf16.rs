@@ -410,6 +410,31 @@ pub(crate) struct Tile {
     pub(crate) accumulate: bool,
 }
 
+impl Tile {
+    /// Whether a `rows × cols` micro-kernel over `k` steps of packed panels fits: the left
+    /// panel (`a_len`) holds `k · rows`, the right (`b_len`) `k · cols` values, this tile lies
+    /// within those bounds, and the output (`c_len`) covers the tile's rows `row_stride` apart.
+    pub(crate) fn fits_panels(
+        self,
+        [rows, cols]: [usize; 2],
+        k: usize,
+        a_len: usize,
+        b_len: usize,
+        c_len: usize,
+    ) -> bool {
+        self.rows <= rows
+            && self.cols <= cols
+            && a_len >= k.saturating_mul(rows)
+            && b_len >= k.saturating_mul(cols)
+            && self.fits_output(c_len)
+    }
+
+    /// Whether an output of `c_len` values covers the tile's rows `row_stride` apart.
+    pub(crate) fn fits_output(self, c_len: usize) -> bool {
+        c_len >= self.rows.saturating_sub(1) * self.row_stride + self.cols
+    }
+}
+
 /// A left operand read in place by [`row_tile`]: row-major bf16 pairs, row `r`'s k pair `p` at
 /// `pairs[r · row_stride + p]` (no panel packing, so a caller can write it row by row).
 #[derive(Clone, Copy)]
@@ -492,11 +517,12 @@ fn portable_kernel(k_pairs: usize, a: &[u32], b: &[u32], c: &mut [f32], tile: Ti
 /// The AVX512-BF16 micro-kernel: a `12 × 32` f32 accumulator tile held in 24 registers.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod fast {
+pub(crate) mod fast {
     use super::{PairRows, Tile, MR, NR};
     use std::arch::x86_64::{
-        __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps, _mm512_set1_epi32, _mm512_setzero_ps, _mm512_setzero_si512,
+        __m512, __m512bh, __m512i, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_loadu_si512,
+        _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_epi32, _mm512_setzero_ps,
+        _mm512_setzero_si512,
     };
 
     /// Runs [`super::row_tile`]'s fast kernel after checking every slice covers what it will
@@ -511,12 +537,11 @@ mod fast {
         let a_needed = (ROWS - 1)
             .checked_mul(a.row_stride)
             .and_then(|start| start.checked_add(k_pairs));
-        let c_needed = (tile.rows.saturating_sub(1)) * tile.row_stride + tile.cols;
         let sizes_ok = a_needed.is_some_and(|needed| a.pairs.len() >= needed)
             && b.len() >= k_pairs * 16 * VECTORS
             && tile.rows <= ROWS
             && tile.cols <= 16 * VECTORS
-            && c.len() >= c_needed;
+            && tile.fits_output(c.len());
         if !sizes_ok || !detected() {
             super::portable_row_tile::<ROWS, VECTORS>(k_pairs, a, b, c, tile);
             return;
@@ -565,6 +590,26 @@ mod fast {
                 }
             }
         }
+        // SAFETY: the caller checked that `c` covers the tile.
+        unsafe { store_tile(&acc, c, tile) }
+    }
+
+    /// Writes (or with `tile.accumulate` adds) the accumulators' top-left `tile.rows ×
+    /// tile.cols` to `c`, rows `tile.row_stride` apart, with masked stores: the one epilogue of
+    /// every AVX-512 micro-kernel here and in [`crate::gemm_f32`].
+    ///
+    /// Always inlined, into micro-kernels compiled for AVX-512F (a call would spill the 24
+    /// accumulators to memory at the end of every tile).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, and `c` covers `tile.rows` rows of `tile.cols` values
+    /// `tile.row_stride` apart ([`Tile::fits_output`]).
+    #[inline(always)]
+    pub(crate) unsafe fn store_tile<const ROWS: usize, const VECTORS: usize>(
+        acc: &[[__m512; VECTORS]; ROWS],
+        c: *mut f32,
+        tile: Tile,
+    ) {
         let mut masks = [0u16; VECTORS];
         for (v, mask) in masks.iter_mut().enumerate() {
             let lanes = tile.cols.saturating_sub(16 * v).min(16);
@@ -573,11 +618,11 @@ mod fast {
         for (r, acc_row) in acc.iter().enumerate().take(tile.rows) {
             for (v, &sum) in acc_row.iter().enumerate() {
                 // SAFETY: row `r < tile.rows` and the masked lanes `< tile.cols` lie inside `c`
-                // (checked by the caller); masked-off lanes are neither read nor written.
+                // (the caller's contract); masked-off lanes are neither read nor written.
                 unsafe {
                     let dst = c.add(r * tile.row_stride + 16 * v);
                     let value = if tile.accumulate {
-                        std::arch::x86_64::_mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], dst), sum)
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], dst), sum)
                     } else {
                         sum
                     };
@@ -593,13 +638,7 @@ mod fast {
 
     /// Runs the micro-kernel after checking every slice covers what it will touch.
     pub(super) fn kernel(k_pairs: usize, a: &[u32], b: &[u32], c: &mut [f32], tile: Tile) {
-        let c_needed = (tile.rows.saturating_sub(1)) * tile.row_stride + tile.cols;
-        let sizes_ok = a.len() >= k_pairs * MR
-            && b.len() >= k_pairs * NR
-            && tile.rows <= MR
-            && tile.cols <= NR
-            && c.len() >= c_needed;
-        if !sizes_ok || !detected() {
+        if !tile.fits_panels([MR, NR], k_pairs, a.len(), b.len(), c.len()) || !detected() {
             super::portable_kernel(k_pairs, a, b, c, tile);
             return;
         }
@@ -632,29 +671,8 @@ mod fast {
                 acc_row[1] = _mm512_dpbf16_ps(acc_row[1], a_pair, b1);
             }
         }
-        let mask = |half: usize| -> u16 {
-            let lanes = tile.cols.saturating_sub(16 * half).min(16);
-            ((1u32 << lanes) - 1) as u16
-        };
-        let masks = [mask(0), mask(1)];
-        for (r, acc_row) in acc.iter().enumerate().take(tile.rows) {
-            for (half, &sum) in acc_row.iter().enumerate() {
-                // SAFETY: row `r < tile.rows` and the masked lanes `< tile.cols` lie inside `c`
-                // (checked by the caller); masked-off lanes are neither read nor written.
-                unsafe {
-                    let dst = c.add(r * tile.row_stride + 16 * half);
-                    let value = if tile.accumulate {
-                        std::arch::x86_64::_mm512_add_ps(
-                            _mm512_maskz_loadu_ps(masks[half], dst),
-                            sum,
-                        )
-                    } else {
-                        sum
-                    };
-                    _mm512_mask_storeu_ps(dst, masks[half], value);
-                }
-            }
-        }
+        // SAFETY: the caller checked that `c` covers the tile.
+        unsafe { store_tile(&acc, c, tile) }
     }
 
     /// The same 512 bits read as 32 bf16 values.

@@ -135,10 +135,7 @@ fn portable_kernel(k: usize, a: &[f32], b: &[f32], c: &mut [f32], tile: Tile) {
 #[allow(unsafe_code)]
 mod fast {
     use super::{Tile, MR, NR};
-    use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    };
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps};
 
     pub(super) fn detected() -> bool {
         std::is_x86_feature_detected!("avx512f")
@@ -146,13 +143,7 @@ mod fast {
 
     /// Runs the micro-kernel after checking every slice covers what it will touch.
     pub(super) fn kernel(k: usize, a: &[f32], b: &[f32], c: &mut [f32], tile: Tile) {
-        let c_needed = (tile.rows.saturating_sub(1)) * tile.row_stride + tile.cols;
-        let sizes_ok = a.len() >= k * MR
-            && b.len() >= k * NR
-            && tile.rows <= MR
-            && tile.cols <= NR
-            && c.len() >= c_needed;
-        if !sizes_ok || !detected() {
+        if !tile.fits_panels([MR, NR], k, a.len(), b.len(), c.len()) || !detected() {
             super::portable_kernel(k, a, b, c, tile);
             return;
         }
@@ -185,26 +176,8 @@ mod fast {
                 acc_row[1] = _mm512_fmadd_ps(a_value, b1, acc_row[1]);
             }
         }
-        let mask = |half: usize| -> u16 {
-            let lanes = tile.cols.saturating_sub(16 * half).min(16);
-            ((1u32 << lanes) - 1) as u16
-        };
-        let masks = [mask(0), mask(1)];
-        for (r, acc_row) in acc.iter().enumerate().take(tile.rows) {
-            for (half, &sum) in acc_row.iter().enumerate() {
-                // SAFETY: row `r < tile.rows` and the masked lanes `< tile.cols` lie inside `c`
-                // (checked by the caller); masked-off lanes are neither read nor written.
-                unsafe {
-                    let dst = c.add(r * tile.row_stride + 16 * half);
-                    let value = if tile.accumulate {
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(masks[half], dst), sum)
-                    } else {
-                        sum
-                    };
-                    _mm512_mask_storeu_ps(dst, masks[half], value);
-                }
-            }
-        }
+        // SAFETY: the CPU has AVX-512F and the caller checked that `c` covers the tile.
+        unsafe { crate::gemm_bf16::fast::store_tile(&acc, c, tile) }
     }
 }
 
