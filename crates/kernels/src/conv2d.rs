@@ -21,6 +21,7 @@ use crate::element::{
 use crate::error::{KernelError, Result};
 use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
+use crate::packed_weight::{from_cache_or_pack, PackedWeight, PackedWeightCache};
 use crate::scratch::{with_scratch, Scratch};
 use crate::threads::install;
 use crate::winograd;
@@ -63,6 +64,8 @@ struct Conv2dOp<'w> {
     bias: Option<Vec<f32>>,
     products: Products,
     weight: WeightValues<'w>,
+    /// Where the weight's packed bf16 form is kept between calls, if anywhere.
+    cache: Option<&'w dyn PackedWeightCache>,
     /// Whether 3×3 layers may take the Winograd path (off only to time or test im2col alone).
     winograd: bool,
 }
@@ -95,7 +98,10 @@ pub fn conv2d_with(
 }
 
 /// [`conv2d_with`] for a weight of `weight_dims` `[O, C, kh, kw]` read in place from `weight`
-/// (a file's memory map, say) instead of a tensor.
+/// (a file's memory map, say) instead of a tensor. Where the products are in bf16 on the im2col
+/// path, the weight's packed form comes from `cache` when there is one (packed on the first
+/// call, kept for the next).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_values(
     x: &Tensor,
     weight: WeightValues<'_>,
@@ -104,16 +110,27 @@ pub fn conv2d_values(
     padding: usize,
     stride: usize,
     products: Products,
+    cache: Option<&dyn PackedWeightCache>,
 ) -> Result<Tensor> {
     convolve(
         x,
-        weight,
-        weight_dims,
+        Weight {
+            values: weight,
+            dims: weight_dims,
+            cache,
+        },
         bias,
         [padding, stride],
         products,
         true,
     )
+}
+
+/// A convolution's weight: its values, `[O, C, kh, kw]` sizes and packed-form cache.
+struct Weight<'w> {
+    values: WeightValues<'w>,
+    dims: [usize; 4],
+    cache: Option<&'w dyn PackedWeightCache>,
 }
 
 /// [`conv2d_with`] on the im2col path only, never Winograd: the baseline the Winograd layers
@@ -149,8 +166,11 @@ fn convolve_tensor(
     with_values(weight, OP, "weight", |values| {
         convolve(
             x,
-            values,
-            [dims.0, dims.1, dims.2, dims.3],
+            Weight {
+                values,
+                dims: [dims.0, dims.1, dims.2, dims.3],
+                cache: None,
+            },
             bias,
             geometry,
             products,
@@ -161,8 +181,11 @@ fn convolve_tensor(
 
 fn convolve(
     x: &Tensor,
-    weight: WeightValues<'_>,
-    weight_dims: [usize; 4],
+    Weight {
+        values: weight,
+        dims: weight_dims,
+        cache,
+    }: Weight<'_>,
     bias: Option<&Tensor>,
     [padding, stride]: [usize; 2],
     products: Products,
@@ -228,6 +251,7 @@ fn convolve(
         bias,
         products,
         weight,
+        cache,
         winograd,
     };
     Ok(x.contiguous()?.apply_op1_no_bwd(&op)?)
@@ -319,11 +343,21 @@ impl Conv2dOp<'_> {
             return Ok(T::storage_from_f32(out));
         }
         let size_error = || candle_core::Error::Msg("kiln-conv2d: weight size disagrees".into());
+        // The weight rounded to bf16 and packed: kept by the caller's cache between calls.
+        let lhs_dims = [g.out_channels, g.patch()];
         let packed_weight = if bf16_products {
-            Some(PackedLhs::from_elements(w, g.out_channels, g.patch()).ok_or_else(size_error)?)
+            let packed = from_cache_or_pack(
+                self.cache,
+                |kept| PackedWeight::convolution(w, g.out_channels, g.patch(), kept),
+                |packed| packed.convolution_lhs(lhs_dims).is_some(),
+            );
+            Some(packed.ok_or_else(size_error)?)
         } else {
             None
         };
+        let packed_lhs = packed_weight
+            .as_deref()
+            .and_then(|packed| packed.convolution_lhs(lhs_dims));
         let plane_out = g.out_h * g.out_w;
         let mut out = vec![0f32; g.batch * g.out_channels * plane_out];
         if let Some(bias) = &self.bias {
@@ -333,7 +367,7 @@ impl Conv2dOp<'_> {
                     .for_each(|(row, plane)| plane.fill(bias[row % g.out_channels]));
             });
         }
-        let multiplied = match &packed_weight {
+        let multiplied = match packed_lhs {
             Some(packed) => install(|| {
                 self.multiply(x, &[], Some(packed), 0..g.out_channels, &mut [], &mut out)
             }),

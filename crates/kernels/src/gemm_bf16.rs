@@ -118,6 +118,25 @@ impl PackedLhs {
         rows: usize,
         cols: usize,
     ) -> Option<Self> {
+        Self::pack_elements(values, rows, cols, PackedBuffer::take)
+    }
+
+    /// [`from_elements`](Self::from_elements) into a buffer of its own, for a form kept across
+    /// calls ([`PackedBuffer::kept`]).
+    pub(crate) fn kept_from_elements<T: crate::element::Element>(
+        values: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Option<Self> {
+        Self::pack_elements(values, rows, cols, PackedBuffer::kept)
+    }
+
+    fn pack_elements<T: crate::element::Element>(
+        values: &[T],
+        rows: usize,
+        cols: usize,
+        allocate: fn(usize) -> PackedBuffer,
+    ) -> Option<Self> {
         if rows.checked_mul(cols) != Some(values.len()) {
             return None;
         }
@@ -126,7 +145,7 @@ impl PackedLhs {
         if panels * k_pairs == 0 {
             return Some(Self::empty(rows, cols));
         }
-        let mut data = PackedBuffer::take(panels * k_pairs * MR);
+        let mut data = allocate(panels * k_pairs * MR);
         crate::threads::install(|| {
             data.as_mut_slice()
                 .par_chunks_mut(k_pairs * MR)
@@ -261,10 +280,14 @@ const PACK_PANELS: usize = 8;
 /// pair `q`, column `n` is `data[p0 · panels · NR + (j · bs + q) · NR + n]`.
 ///
 /// Every lane is written (zero past the matrix), so the buffer is a reused one.
-fn pack_rhs(rhs: &impl RhsRows, k_pairs: usize) -> PackedBuffer {
+fn pack_rhs(
+    rhs: &impl RhsRows,
+    k_pairs: usize,
+    allocate: fn(usize) -> PackedBuffer,
+) -> PackedBuffer {
     let (rows, cols) = (rhs.rows(), rhs.cols());
     let panels = cols.div_ceil(NR);
-    let mut data = PackedBuffer::take(panels * k_pairs * NR);
+    let mut data = allocate(panels * k_pairs * NR);
     let mut blocks = Vec::new();
     let mut rest = data.as_mut_slice();
     let block_size = block_pairs(k_pairs);
@@ -305,6 +328,74 @@ fn pack_rhs(rhs: &impl RhsRows, k_pairs: usize) -> PackedBuffer {
     data
 }
 
+/// The right operand packed by [`pack_rhs`] for a product with any left operand of as many
+/// columns as it has rows: a linear layer's weight packs once into this and serves every call
+/// while its model runs ([`crate::PackedWeight`]).
+pub(crate) struct PackedRhs {
+    data: PackedBuffer,
+    rows: usize,
+    cols: usize,
+}
+
+impl PackedRhs {
+    /// `rhs` rounded to bf16 and packed, on the kernel pool.
+    pub(crate) fn new(rhs: &impl RhsRows) -> Self {
+        Self::pack(rhs, PackedBuffer::take)
+    }
+
+    /// [`new`](Self::new) into a buffer of its own, for a form kept across calls
+    /// ([`PackedBuffer::kept`]).
+    pub(crate) fn kept(rhs: &impl RhsRows) -> Self {
+        Self::pack(rhs, PackedBuffer::kept)
+    }
+
+    fn pack(rhs: &impl RhsRows, allocate: fn(usize) -> PackedBuffer) -> Self {
+        let data = crate::threads::install(|| pack_rhs(rhs, rhs.rows().div_ceil(2), allocate));
+        Self {
+            data,
+            rows: rhs.rows(),
+            cols: rhs.cols(),
+        }
+    }
+
+    /// Rows (the shared k dimension) and columns.
+    pub(crate) fn dims(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// Bytes of the packed lanes.
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.data.as_slice())
+    }
+}
+
+impl PackedLhs {
+    /// Rows and columns of the matrix it packs.
+    pub(crate) fn dims(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// Bytes of the packed lanes.
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.data.as_slice())
+    }
+}
+
+/// Whether `dst` (row-major, `col_stride` 1) can hold `lhs · rhs` for a right operand of
+/// `rhs_dims` and the inner sizes agree.
+fn product_fits(dst: &MatMut<'_>, lhs: &PackedLhs, [rhs_rows, rhs_cols]: [usize; 2]) -> bool {
+    let (m, n) = (dst.rows, dst.cols);
+    let shapes_agree = lhs.rows == m && rhs_rows == lhs.cols && rhs_cols == n;
+    shapes_agree
+        && dst.col_stride == 1
+        && (m == 0
+            || n == 0
+            || (m - 1)
+                .checked_mul(dst.row_stride)
+                .and_then(|last_row| last_row.checked_add(n))
+                .is_some_and(|end| end <= dst.data.len()))
+}
+
 /// `dst = lhs·rhs`, or `dst += lhs·rhs` when `accumulate`, with `rhs` in bf16 and the products
 /// summed in f32. `dst` must be row-major (`col_stride` 1). Returns false (and computes nothing)
 /// when the sizes disagree or `dst` reaches outside its slice.
@@ -314,18 +405,23 @@ pub(crate) fn matmul_bf16(
     rhs: &impl RhsRows,
     accumulate: bool,
 ) -> bool {
-    let (m, n) = (dst.rows, dst.cols);
-    let shapes_agree = lhs.rows == m && rhs.rows() == lhs.cols && rhs.cols() == n;
-    let dst_fits = dst.col_stride == 1
-        && (m == 0
-            || n == 0
-            || (m - 1)
-                .checked_mul(dst.row_stride)
-                .and_then(|last_row| last_row.checked_add(n))
-                .is_some_and(|end| end <= dst.data.len()));
-    if !shapes_agree || !dst_fits {
+    if !product_fits(&dst, lhs, [rhs.rows(), rhs.cols()]) {
         return false;
     }
+    matmul_bf16_packed(dst, lhs, &PackedRhs::new(rhs), accumulate)
+}
+
+/// [`matmul_bf16`] with the right operand packed already.
+pub(crate) fn matmul_bf16_packed(
+    dst: MatMut<'_>,
+    lhs: &PackedLhs,
+    rhs: &PackedRhs,
+    accumulate: bool,
+) -> bool {
+    if !product_fits(&dst, lhs, rhs.dims()) {
+        return false;
+    }
+    let (m, n) = (dst.rows, dst.cols);
     if m == 0 || n == 0 {
         return true;
     }
@@ -342,8 +438,7 @@ pub(crate) fn matmul_bf16(
     let k_pairs = lhs.k_pairs;
     let fast = available();
     crate::threads::install(|| {
-        let packed_rhs = pack_rhs(rhs, k_pairs);
-        let packed_rhs = packed_rhs.as_slice();
+        let packed_rhs = rhs.data.as_slice();
         let rhs_panels = n.div_ceil(NR);
         let tasks = m.div_ceil(ROWS_PER_TASK);
         // Task `t` owns result rows `t·ROWS_PER_TASK..`; its slice starts at its first row.

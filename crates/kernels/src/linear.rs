@@ -11,8 +11,9 @@ use half::bf16;
 
 use crate::element::{check_cpu_input, for_widened_rows, with_values, Element, WeightValues};
 use crate::error::{KernelError, Result};
-use crate::gemm_bf16::{matmul_bf16, PackedLhs, Products, RhsRows};
+use crate::gemm_bf16::{matmul_bf16_packed, PackedLhs, Products, RhsRows};
 use crate::matmul::{matmul, MatMut, MatRef, Threads};
+use crate::packed_weight::{from_cache_or_pack, PackedWeight, PackedWeightCache};
 
 /// `x·weightᵀ + bias` for `x` `[..., K]`, `weight` `[N, K]` (PyTorch's layout) and `bias` `[N]`
 /// on the CPU; the result is `[..., N]` in `x`'s dtype. bf16 inputs multiply in bf16 with f32
@@ -39,18 +40,20 @@ pub fn linear_with(
         expected: "[N, K]".to_string(),
     })?;
     with_values(weight, OP, "weight", |values| {
-        linear_values(x, values, [dims.0, dims.1], bias, products)
+        linear_values(x, values, [dims.0, dims.1], bias, products, None)
     })?
 }
 
 /// [`linear_with`] for a weight of `weight_dims` `[N, K]` read in place from `weight` (a file's
-/// memory map, say) instead of a tensor.
+/// memory map, say) instead of a tensor. Where the products are in bf16, the weight's packed
+/// form comes from `cache` when there is one (packed on the first call, kept for the next).
 pub fn linear_values(
     x: &Tensor,
     weight: WeightValues<'_>,
     weight_dims: [usize; 2],
     bias: Option<&Tensor>,
     products: Products,
+    cache: Option<&dyn PackedWeightCache>,
 ) -> Result<Tensor> {
     check_cpu_input(x, OP, "x")?;
     let in_features = x.dims().last().copied().ok_or_else(|| KernelError::Shape {
@@ -167,46 +170,26 @@ pub fn linear_values(
         row_stride: out_features,
         col_stride: 1,
     };
-    let accumulate = bias.is_some();
-    let multiplied = {
-        fn product<W: Element>(
-            dst: MatMut<'_>,
-            packed: &PackedLhs,
-            weight: &[W],
-            accumulate: bool,
-        ) -> bool {
-            let transposed = TransposedWeight {
-                weight,
-                out_features: dst.cols,
-                in_features: weight.len() / dst.cols.max(1),
-            };
-            matmul_bf16(dst, packed, &transposed, accumulate)
-        }
-        // Other weights are rounded to bf16 once, on all cores, rather than element by element
-        // as the product reads them column-wise.
-        let rounded = |w: &[f32]| crate::threads::par_map(w, bf16::from_f32);
-        match weight {
-            WeightValues::BF16(w) => product(dst, &packed, w, accumulate),
-            WeightValues::F32(w) => product(dst, &packed, &rounded(w), accumulate),
-            WeightValues::F16(w) => {
-                let w = crate::threads::par_map(w, |value| bf16::from_f32(value.to_f32()));
-                product(dst, &packed, &w, accumulate)
-            }
-        }
-    };
+    // The weight rounded to bf16 and packed: kept by the caller's cache between calls.
+    let rhs_dims = [in_features, out_features];
+    let packed_weight = from_cache_or_pack(
+        cache,
+        |kept| PackedWeight::linear(weight, [out_features, in_features], kept),
+        |packed| packed.linear_rhs(rhs_dims).is_some(),
+    );
+    let multiplied = packed_weight
+        .as_deref()
+        .and_then(|packed| packed.linear_rhs(rhs_dims))
+        .is_some_and(|rhs| matmul_bf16_packed(dst, &packed, rhs, bias.is_some()));
     if !multiplied {
         return Err(size_error());
     }
-    let out = Tensor::from_vec(out, shape, x.device())?;
     Ok(match x.dtype() {
-        DType::F32 => out,
         DType::BF16 => {
-            let dims = out.dims().to_vec();
-            let rounded =
-                crate::threads::par_map(&out.flatten_all()?.to_vec1::<f32>()?, bf16::from_f32);
-            Tensor::from_vec(rounded, dims, x.device())?
+            let rounded = crate::threads::par_map(&out, bf16::from_f32);
+            Tensor::from_vec(rounded, shape, x.device())?
         }
-        dtype => out.to_dtype(dtype)?,
+        dtype => Tensor::from_vec(out, shape, x.device())?.to_dtype(dtype)?,
     })
 }
 
@@ -245,10 +228,10 @@ pub fn linear_slow(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
 
 /// `weightᵀ` (`[K, N]`) read out of the `[N, K]` weight as the product's right operand (rounded
 /// to bf16 unless it is bf16 already).
-struct TransposedWeight<'a, W> {
-    weight: &'a [W],
-    out_features: usize,
-    in_features: usize,
+pub(crate) struct TransposedWeight<'a, W> {
+    pub(crate) weight: &'a [W],
+    pub(crate) out_features: usize,
+    pub(crate) in_features: usize,
 }
 
 impl<W: Element> RhsRows for TransposedWeight<'_, W> {

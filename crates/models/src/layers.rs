@@ -74,6 +74,7 @@ impl Linear {
                         [dims.0, dims.1],
                         bias.as_ref(),
                         products,
+                        Some(&self.weights.packed_cache("weight")),
                     )
                     .map_err(from_kernel);
                 }
@@ -157,6 +158,7 @@ impl Conv2d {
                     self.padding,
                     self.stride,
                     products,
+                    Some(&self.weights.packed_cache("weight")),
                 )
                 .map_err(from_kernel);
             }

@@ -52,4 +52,4 @@ pub use unet::{
     RefinerSize, SdxlSize, TransformerProjection, Unet, UnetConfig, SDXL_SIZE_EMBEDDING_WIDTH,
 };
 pub use vae::{AutoencoderKl, Tiling, VaeConfig};
-pub use weights::Weights;
+pub use weights::{PackedSlot, Weights};

@@ -11,6 +11,21 @@ use kiln_runtime::{HeldTensor, WeightStore};
 
 use crate::error::{ModelError, Result};
 
+/// One weight's place in its store for the kernels' packed forms ([`Weights::packed_cache`]).
+pub struct PackedSlot<'a> {
+    store: &'a WeightStore,
+    name: String,
+}
+
+impl kiln_kernels::PackedWeightCache for PackedSlot<'_> {
+    fn packed(
+        &self,
+        pack: &mut dyn FnMut() -> Option<kiln_kernels::PackedWeight>,
+    ) -> Option<Arc<kiln_kernels::PackedWeight>> {
+        self.store.prepared(&self.name, pack)
+    }
+}
+
 /// A prefix into a shared [`WeightStore`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Weights {
@@ -83,6 +98,15 @@ impl Weights {
             kiln_runtime::MappedValues::F16(v) => kiln_kernels::WeightValues::F16(v),
             kiln_runtime::MappedValues::BF16(v) => kiln_kernels::WeightValues::BF16(v),
         }))
+    }
+
+    /// Where the CPU kernels keep `leaf`'s packed bf16 form: in the store, while the component
+    /// is in use ([`WeightStore::prepared`]), so a sampling run packs each weight once.
+    pub fn packed_cache(&self, leaf: &str) -> PackedSlot<'_> {
+        PackedSlot {
+            store: &self.store,
+            name: self.path(leaf),
+        }
     }
 
     /// Marks the whole component in use until the guard drops (its weights used in place from

@@ -66,6 +66,7 @@ mod error;
 mod heap;
 mod held;
 mod host;
+mod kept;
 mod load;
 mod memory;
 mod options;

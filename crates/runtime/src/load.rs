@@ -12,6 +12,7 @@ use kiln_weights::{
 
 use crate::capability::{BackendKind, CapabilityProfile};
 use crate::held::{hold_blocks, hold_target, HeldTensor, HoldTarget};
+use crate::kept::{Kept, KeptForms};
 use crate::plan::{ComponentPlan, HeldAs, LoadMode, Widening};
 use crate::RuntimeError;
 
@@ -24,6 +25,7 @@ pub struct InUse<'a> {
 
 impl Drop for InUse<'_> {
     fn drop(&mut self) {
+        self.store.kept.end_use();
         self.store.release_pages();
         crate::heap::return_free_heap();
     }
@@ -51,6 +53,8 @@ pub struct WeightStore {
     tensors: BTreeMap<String, HeldTensor>,
     /// Tensors held in host memory and copied to the device per use (streamed parts only).
     in_host: BTreeSet<String>,
+    /// Forms the layers derive from weights and keep while the component is in use.
+    kept: KeptForms,
 }
 
 /// Refuses to put `dtype` on a device whose profile cannot hold it: the invariant of this crate.
@@ -528,6 +532,7 @@ impl WeightStore {
             load_mode: plan.load_mode,
             tensors,
             in_host,
+            kept: KeptForms::default(),
         })
     }
 
@@ -570,6 +575,7 @@ impl WeightStore {
             load_mode: LoadMode::Resident,
             tensors: held,
             in_host: BTreeSet::new(),
+            kept: KeptForms::default(),
         })
     }
 
@@ -622,6 +628,7 @@ impl WeightStore {
             load_mode: self.load_mode,
             tensors,
             in_host: self.in_host.clone(),
+            kept: KeptForms::default(),
         })
     }
 
@@ -692,7 +699,36 @@ impl WeightStore {
     pub fn in_use(&self) -> InUse<'_> {
         crate::heap::return_free_heap();
         self.populate();
+        self.kept.begin_use();
         InUse { store: self }
+    }
+
+    /// A form derived from tensor `name` by `build` (a weight packed for a CPU kernel, say),
+    /// kept while the component is in use so later calls in the same run reuse it: the first
+    /// call builds it, the last [`InUse`] guard lets it go. Outside use it is built for the
+    /// caller alone. When `name` is used in place from its file, its pages are let go once the
+    /// form is kept (the form stands in for it; a later read faults them back in). `None` when
+    /// `build` gives nothing.
+    pub fn prepared<T: std::any::Any + Send + Sync>(
+        &self,
+        name: &str,
+        build: impl FnOnce() -> Option<T>,
+    ) -> Option<std::sync::Arc<T>> {
+        match self.kept.get_or_build(name, build) {
+            Kept::Found(form) => Some(form),
+            Kept::Built(form) => {
+                if let Some(held) = self.tensors.get(name) {
+                    held.release_pages();
+                }
+                Some(form)
+            }
+            Kept::Unkept(form) => form,
+        }
+    }
+
+    /// Forms kept by [`prepared`](Self::prepared) now.
+    pub fn prepared_count(&self) -> usize {
+        self.kept.count()
     }
 
     /// Lets go of the resident pages of the tensors used in place from their files, when the

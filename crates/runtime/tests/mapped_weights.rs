@@ -74,3 +74,41 @@ fn cpu_plans_use_sixteen_bit_weights_in_place_with_the_copied_values() {
         }
     }
 }
+
+/// A form derived from a weight ([`WeightStore::prepared`]: the kernels' packed bf16 weights) is
+/// built once per use of the component and kept only while a guard holds it in use; the weight
+/// it stands for stays readable, with the same values, after its pages were let go for it.
+#[test]
+fn derived_forms_are_kept_while_in_use_and_the_weight_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CheckpointSpec::new(Family::Sd1, Storage::F16, Packaging::SingleFile);
+    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
+    let store = load(&checkpoint, "cpu", ComponentKind::DiffusionModel);
+    let name = store.names().next().unwrap().to_string();
+    let before = store.get(&name).unwrap().flatten_all().unwrap();
+    let before = before
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    // Idle: built for the caller alone.
+    assert_eq!(store.prepared(&name, || Some(1u32)).as_deref(), Some(&1));
+    assert_eq!(store.prepared_count(), 0);
+    {
+        let _in_use = store.in_use();
+        assert_eq!(store.prepared(&name, || Some(2u32)).as_deref(), Some(&2));
+        let again = store.prepared(&name, || -> Option<u32> { panic!("built twice") });
+        assert_eq!(again.as_deref(), Some(&2));
+        assert_eq!(store.prepared_count(), 1);
+        let now = store.get(&name).unwrap().flatten_all().unwrap();
+        assert_eq!(
+            now.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(),
+            before
+        );
+        // Nothing to keep: nothing kept.
+        assert!(store.prepared::<u32>("no such weight", || None).is_none());
+        assert_eq!(store.prepared_count(), 1);
+    }
+    assert_eq!(store.prepared_count(), 0, "let go with the guard");
+    assert_eq!(store.prepared(&name, || Some(3u32)).as_deref(), Some(&3));
+}
