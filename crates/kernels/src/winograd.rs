@@ -111,6 +111,33 @@ pub(crate) const F6: Transform<6, 8> = Transform {
     ],
 };
 
+/// A variant's transforms as compile-time constants: the blocked transforms below unroll over
+/// them, so zero coefficients vanish and ±1 become plain additions.
+pub(crate) trait Coefficients<const M: usize, const A: usize> {
+    const TRANSFORM: Transform<M, A>;
+}
+
+/// [`F2`] as a type.
+pub(crate) struct F23;
+/// [`F4`] as a type.
+pub(crate) struct F43;
+/// [`F6`] as a type.
+pub(crate) struct F63;
+
+impl Coefficients<2, 4> for F23 {
+    const TRANSFORM: Transform<2, 4> = F2;
+}
+impl Coefficients<4, 6> for F43 {
+    const TRANSFORM: Transform<4, 6> = F4;
+}
+impl Coefficients<6, 8> for F63 {
+    const TRANSFORM: Transform<6, 8> = F6;
+}
+
+/// Tiles one blocked transform handles side by side: one 16-lane f32 vector per value.
+const LANES: usize = 16;
+type Lanes = [f32; LANES];
+
 /// Elements of the calling thread's band buffer (transformed input plus products), 16 MiB:
 /// with the weights' transform it stays within the 32 MiB last-level cache of the machines
 /// measured, and a band at 512² still holds a few tile rows.
@@ -229,27 +256,15 @@ pub(crate) fn convolve<T: Element, W: Element>(
     out: &mut [f32],
 ) -> bool {
     match variant {
-        Variant::F2 => Winograd {
-            transform: &F2,
-            layer,
-        }
-        .convolve(x, w, bias, out),
-        Variant::F4 => Winograd {
-            transform: &F4,
-            layer,
-        }
-        .convolve(x, w, bias, out),
-        Variant::F6 => Winograd {
-            transform: &F6,
-            layer,
-        }
-        .convolve(x, w, bias, out),
+        Variant::F2 => Winograd::<F23, 2, 4>::new(layer).convolve(x, w, bias, out),
+        Variant::F4 => Winograd::<F43, 4, 6>::new(layer).convolve(x, w, bias, out),
+        Variant::F6 => Winograd::<F63, 6, 8>::new(layer).convolve(x, w, bias, out),
     }
 }
 
-struct Winograd<'t, const M: usize, const A: usize> {
-    transform: &'t Transform<M, A>,
+struct Winograd<C, const M: usize, const A: usize> {
     layer: Layer,
+    coefficients: std::marker::PhantomData<fn() -> C>,
 }
 
 /// Transformed weights for `count` ξ from `first`, packed for the micro-kernel: panel `i` (output
@@ -272,7 +287,14 @@ impl Prepared {
     }
 }
 
-impl<const M: usize, const A: usize> Winograd<'_, M, A> {
+impl<C: Coefficients<M, A>, const M: usize, const A: usize> Winograd<C, M, A> {
+    fn new(layer: Layer) -> Self {
+        Self {
+            layer,
+            coefficients: std::marker::PhantomData,
+        }
+    }
+
     fn convolve<T: Element, W: Element>(
         &self,
         x: &[T],
@@ -366,7 +388,7 @@ impl<const M: usize, const A: usize> Winograd<'_, M, A> {
     /// `coefficients[ξ][tap]`: the weight of 3×3 tap `tap` in `U_ξ` (`g[i][ky]·g[j][kx]` for
     /// ξ = (i, j), products taken in f64 so F(4,3)'s sixths round once).
     fn coefficients(&self) -> Vec<[f32; 9]> {
-        let g = &self.transform.g;
+        let g = &C::TRANSFORM.g;
         (0..A * A)
             .map(|xi| {
                 let (i, j) = (xi / A, xi % A);
@@ -450,8 +472,9 @@ impl<const M: usize, const A: usize> Winograd<'_, M, A> {
 
     /// `V` for tile rows `rows` (over all images): `v[c][ξ][t]`, `t` the tile's index in the
     /// band. Per channel and tile row, the A input rows are read deinterleaved by column phase
-    /// (`d[row][phase][q]` = column `q·M + phase − 1`), combined down the columns by `bt`, then
-    /// across each tile by `bt` again, every step a vector sum over the row's tiles.
+    /// (`d[row][phase][q]` = column `q·M + phase − 1`), so the tile column `k` of 16
+    /// neighbouring tiles is one vector; per block of 16 tiles, `bt` combines those vectors down
+    /// the columns and then across, in registers, and each ξ's 16 values are stored once.
     fn transform_input<T: Element>(
         &self,
         x: &[T],
@@ -465,13 +488,9 @@ impl<const M: usize, const A: usize> Winograd<'_, M, A> {
         let tiles = rows.len() * tiles_x;
         let span = tiles_x + 1;
         let phase_len = M * span;
-        let bt = &self.transform.bt;
         v.par_chunks_mut(A * A * tiles).enumerate().for_each_init(
-            || {
-                let buffers = (vec![0f32; A * phase_len], vec![0f32; A * phase_len]);
-                (buffers, vec![0f32; phase_len])
-            },
-            |((d, r), padded), (channel, v_c)| {
+            || (vec![0f32; A * phase_len], vec![0f32; phase_len]),
+            |(d, padded), (channel, v_c)| {
                 // Compiled for the CPU's widest vectors (the crate's baseline is SSE2).
                 crate::simd::dispatch(
                     #[inline(always)]
@@ -490,23 +509,17 @@ impl<const M: usize, const A: usize> Winograd<'_, M, A> {
                                     }
                                 }
                             }
-                            for (i, r_row) in r.chunks_exact_mut(phase_len).enumerate() {
-                                combine(&bt[i], d, phase_len, r_row);
-                            }
-                            for xi in 0..A * A {
-                                let (i, j) = (xi / A, xi % A);
-                                let dst = &mut v_c[xi * tiles + local_row * tiles_x..][..tiles_x];
-                                let r_i = &r[i * phase_len..(i + 1) * phase_len];
-                                dst.fill(0.0);
-                                for (k, &coefficient) in bt[j].iter().enumerate() {
-                                    if coefficient != 0.0 {
-                                        let from = (k % M) * span + k / M;
-                                        for (sum, &value) in
-                                            dst.iter_mut().zip(&r_i[from..from + tiles_x])
-                                        {
-                                            *sum += coefficient * value;
-                                        }
-                                    }
+                            let row_start = local_row * tiles_x;
+                            let row_v = RowOfTiles {
+                                tiles,
+                                start: row_start,
+                            };
+                            for (first, count) in blocks(tiles_x) {
+                                // Whole blocks compile with constant sizes (vector moves).
+                                if count == LANES {
+                                    Self::input_block::<true>(d, span, first, LANES, v_c, row_v);
+                                } else {
+                                    Self::input_block::<false>(d, span, first, count, v_c, row_v);
                                 }
                             }
                         }
@@ -516,9 +529,84 @@ impl<const M: usize, const A: usize> Winograd<'_, M, A> {
         );
     }
 
-    /// Pixels from the products `m` (`[ξ][O][t]`) of tile rows `rows`: per output channel and
-    /// tile row, `at` folds the A product rows into M, then each tile's A columns into M, and
-    /// the M×M tiles are written (those past the image's edge cut off) plus the bias.
+    /// One block of `count` tiles (all [`LANES`] when `WHOLE`) from first tile `first` of a
+    /// tile row: column `k` of the tiles is one vector per deinterleaved input row of `d`
+    /// (`span` per phase); `bt` combines them down the rows, then across, in registers, and
+    /// each ξ's lanes land in `v_c[ξ · tiles + row.start + first..]`.
+    #[inline(always)]
+    fn input_block<const WHOLE: bool>(
+        d: &[f32],
+        span: usize,
+        first: usize,
+        count: usize,
+        v_c: &mut [f32],
+        row: RowOfTiles,
+    ) {
+        let count = if WHOLE { LANES } else { count };
+        let phase_len = M * span;
+        // r[i][k]: tile column k combined down the rows.
+        let mut r = [[[0f32; LANES]; A]; A];
+        for k in 0..A {
+            let from = (k % M) * span + k / M + first;
+            let mut column = [[0f32; LANES]; A];
+            for (i, lanes) in column.iter_mut().enumerate() {
+                *lanes = load_lanes(d, i * phase_len + from, count);
+            }
+            for (i, r_i) in r.iter_mut().enumerate() {
+                r_i[k] = combine_lanes(&C::TRANSFORM.bt[i], &column);
+            }
+        }
+        for (i, r_i) in r.iter().enumerate() {
+            for j in 0..A {
+                let lanes = combine_lanes(&C::TRANSFORM.bt[j], r_i);
+                let at = (i * A + j) * row.tiles + row.start + first;
+                store_lanes(&lanes, v_c, at, count);
+            }
+        }
+    }
+
+    /// One block of `count` tiles (all [`LANES`] when `WHOLE`) of output channel `channel` from
+    /// first tile `first` of a tile row: the A×A products of each tile (`m[ξ][o][t]`, `o`
+    /// channels) folded by `at` down the columns, then across, in registers, plus `offset`
+    /// (the bias); pixel (a, b) of tile tx lands in `y[(a · M + b) · tiles_x + tx]`.
+    #[inline(always)]
+    fn output_block<const WHOLE: bool>(
+        m: &[f32],
+        o: usize,
+        (channel, first, offset): (usize, usize, f32),
+        count: usize,
+        row: RowOfTiles,
+        y: &mut [f32],
+        tiles_x: usize,
+    ) {
+        let count = if WHOLE { LANES } else { count };
+        // q[a][j]: product column j folded down the rows.
+        let mut q = [[[0f32; LANES]; A]; M];
+        for j in 0..A {
+            let mut column = [[0f32; LANES]; A];
+            for (i, lanes) in column.iter_mut().enumerate() {
+                let at = ((i * A + j) * o + channel) * row.tiles + row.start + first;
+                *lanes = load_lanes(m, at, count);
+            }
+            for (a, q_a) in q.iter_mut().enumerate() {
+                q_a[j] = combine_lanes(&C::TRANSFORM.at[a], &column);
+            }
+        }
+        for (a, q_a) in q.iter().enumerate() {
+            for b in 0..M {
+                let mut lanes = combine_lanes(&C::TRANSFORM.at[b], q_a);
+                for value in &mut lanes {
+                    *value += offset;
+                }
+                store_lanes(&lanes, y, (a * M + b) * tiles_x + first, count);
+            }
+        }
+    }
+
+    /// Pixels from the products `m` (`[ξ][O][t]`) of tile rows `rows`: per output channel, tile
+    /// row and block of 16 tiles, `at` folds the A×A products of each tile into its M×M pixels
+    /// in registers (down the columns, then across), plus the bias; the rows of pixels are then
+    /// woven into the output (tiles past the image's edge cut off).
     fn transform_output(
         &self,
         m: &[f32],
@@ -531,46 +619,31 @@ impl<const M: usize, const A: usize> Winograd<'_, M, A> {
         let (height, width) = (l.height, l.width);
         let tiles_x = bands.tiles_x;
         let tiles = rows.len() * tiles_x;
-        let at = &self.transform.at;
         let o = l.out_channels;
         planes.par_iter_mut().enumerate().for_each_init(
-            || (vec![0f32; M * A * tiles_x], vec![0f32; M * M * tiles_x]),
-            |(q, y), (channel, planes)| {
+            || vec![0f32; M * M * tiles_x],
+            |y, (channel, planes)| {
                 let offset = bias.map_or(0.0, |b| b[channel]);
                 crate::simd::dispatch(
                     #[inline(always)]
                     || {
                         for (local_row, tile_row) in rows.clone().enumerate() {
                             let (image, ty) = (tile_row / bands.tiles_y, tile_row % bands.tiles_y);
-                            let product = |xi: usize| {
-                                &m[(xi * o + channel) * tiles + local_row * tiles_x..][..tiles_x]
+                            let row_start = local_row * tiles_x;
+                            let row_m = RowOfTiles {
+                                tiles,
+                                start: row_start,
                             };
-                            // q[a][j] = Σ_i at[a][i] · m[(i, j)]
-                            for (aj, q_row) in q.chunks_exact_mut(tiles_x).enumerate() {
-                                let (a, j) = (aj / A, aj % A);
-                                q_row.fill(0.0);
-                                for (i, &coefficient) in at[a].iter().enumerate() {
-                                    if coefficient != 0.0 {
-                                        for (sum, &value) in
-                                            q_row.iter_mut().zip(product(i * A + j))
-                                        {
-                                            *sum += coefficient * value;
-                                        }
-                                    }
-                                }
-                            }
-                            // y[a][b] = Σ_j at[b][j] · q[a][j]
-                            for (ab, y_row) in y.chunks_exact_mut(tiles_x).enumerate() {
-                                let (a, b) = (ab / M, ab % M);
-                                y_row.fill(offset);
-                                for (j, &coefficient) in at[b].iter().enumerate() {
-                                    if coefficient != 0.0 {
-                                        let q_row =
-                                            &q[(a * A + j) * tiles_x..(a * A + j + 1) * tiles_x];
-                                        for (sum, &value) in y_row.iter_mut().zip(q_row) {
-                                            *sum += coefficient * value;
-                                        }
-                                    }
+                            for (first, count) in blocks(tiles_x) {
+                                let place = (channel, first, offset);
+                                if count == LANES {
+                                    Self::output_block::<true>(
+                                        m, o, place, LANES, row_m, y, tiles_x,
+                                    );
+                                } else {
+                                    Self::output_block::<false>(
+                                        m, o, place, count, row_m, y, tiles_x,
+                                    );
                                 }
                             }
                             let Some(plane) = planes.get_mut(image) else {
@@ -593,17 +666,84 @@ impl<const M: usize, const A: usize> Winograd<'_, M, A> {
     }
 }
 
-/// `dst = Σ_k coefficients[k] · d[k]` over rows of `len` (d holds the A rows back to back).
+/// The blocks of [`LANES`] tiles covering a row of `tiles_x`, as (first tile, tiles): whole
+/// blocks only when the row has that many — the last one then overlaps its neighbour and
+/// recomputes a few tiles rather than take the slow partial path — else one partial block.
+fn blocks(tiles_x: usize) -> impl Iterator<Item = (usize, usize)> {
+    let whole = tiles_x.div_ceil(LANES);
+    (0..whole).map(move |block| {
+        if tiles_x < LANES {
+            (0, tiles_x)
+        } else {
+            ((block * LANES).min(tiles_x - LANES), LANES)
+        }
+    })
+}
+
+/// `count` (at most [`LANES`]) values of `source` from `start` as lanes, the rest zero. A whole
+/// block is one vector load; only a row's last, partial block copies value by value.
 #[inline(always)]
-fn combine<const A: usize>(coefficients: &[f32; A], d: &[f32], len: usize, dst: &mut [f32]) {
-    dst.fill(0.0);
-    for (k, &coefficient) in coefficients.iter().enumerate() {
-        if coefficient != 0.0 {
-            for (sum, &value) in dst.iter_mut().zip(&d[k * len..(k + 1) * len]) {
-                *sum += coefficient * value;
-            }
+fn load_lanes(source: &[f32], start: usize, count: usize) -> Lanes {
+    if count == LANES {
+        if let Some(whole) = source
+            .get(start..start + LANES)
+            .and_then(|values| <&Lanes>::try_from(values).ok())
+        {
+            return *whole;
         }
     }
+    let mut lanes = [0f32; LANES];
+    for (lane, &value) in lanes.iter_mut().zip(&source[start..start + count]) {
+        *lane = value;
+    }
+    lanes
+}
+
+/// The first `count` lanes stored to `dst` from `start` (one vector store for a whole block).
+#[inline(always)]
+fn store_lanes(lanes: &Lanes, dst: &mut [f32], start: usize, count: usize) {
+    if count == LANES {
+        if let Some(whole) = dst
+            .get_mut(start..start + LANES)
+            .and_then(|values| <&mut Lanes>::try_from(values).ok())
+        {
+            *whole = *lanes;
+            return;
+        }
+    }
+    for (value, &lane) in dst[start..start + count].iter_mut().zip(lanes) {
+        *value = lane;
+    }
+}
+
+/// `Σ_k coefficients[k] · rows[k]`, lane by lane. The coefficients are a variant's constants:
+/// the loop unrolls, zero terms drop out and ±1 multiply by nothing.
+#[inline(always)]
+fn combine_lanes<const N: usize>(coefficients: &[f32; N], rows: &[Lanes; N]) -> Lanes {
+    let mut sum = [0f32; LANES];
+    let mut started = false;
+    for (&coefficient, row) in coefficients.iter().zip(rows) {
+        if coefficient == 0.0 {
+            continue;
+        }
+        for (total, &value) in sum.iter_mut().zip(row) {
+            *total = if started {
+                coefficient.mul_add(value, *total)
+            } else {
+                coefficient * value
+            };
+        }
+        started = true;
+    }
+    sum
+}
+
+/// Where a tile row's tiles sit among a band's: `tiles` per band (the stride between ξ or
+/// channels), this row's first at `start`.
+#[derive(Clone, Copy)]
+struct RowOfTiles {
+    tiles: usize,
+    start: usize,
 }
 
 /// One input row, padded by one zero column on the left and zeros past its end, split by
@@ -661,6 +801,25 @@ fn lay_out_taps<W: Element>(w: &[W], out_channels: usize, in_channels: usize, ta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tile_blocks_cover_a_row_with_whole_blocks_where_they_fit() {
+        let covered = |tiles_x: usize| {
+            let mut seen = vec![false; tiles_x];
+            for (first, count) in blocks(tiles_x) {
+                assert!(count == LANES || (tiles_x < LANES && count == tiles_x));
+                seen[first..first + count]
+                    .iter_mut()
+                    .for_each(|s| *s = true);
+            }
+            seen.iter().all(|&s| s)
+        };
+        for tiles_x in [1, 5, 15, 16, 17, 31, 32, 43, 86] {
+            assert!(covered(tiles_x), "{tiles_x}");
+        }
+        assert_eq!(blocks(86).last(), Some((70, 16)));
+        assert_eq!(blocks(7).collect::<Vec<_>>(), vec![(0, 7)]);
+    }
 
     /// Deterministic values in [-1, 1).
     fn values(len: usize, seed: u64) -> Vec<f32> {
