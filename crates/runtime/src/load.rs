@@ -706,14 +706,19 @@ impl WeightStore {
     /// A form derived from tensor `name` by `build` (a weight packed for a CPU kernel, say),
     /// kept while the component is in use so later calls in the same run reuse it: the first
     /// call builds it, the last [`InUse`] guard lets it go. Outside use it is built for the
-    /// caller alone. When `name` is used in place from its file, its pages are let go once the
-    /// form is kept (the form stands in for it; a later read faults them back in). `None` when
-    /// `build` gives nothing.
+    /// caller alone, as it is for a streamed component. When `name` is used in place from its
+    /// file, its pages are let go once the form is kept (the form stands in for it; a later
+    /// read faults them back in). `None` when `build` gives nothing.
     pub fn prepared<T: std::any::Any + Send + Sync>(
         &self,
         name: &str,
         build: impl FnOnce() -> Option<T>,
     ) -> Option<std::sync::Arc<T>> {
+        // A streamed component is one that memory cannot hold whole: keeping a derived form
+        // of every weight would hold it whole after all (and off the page cache's reclaim).
+        if self.load_mode == LoadMode::Streamed {
+            return build().map(std::sync::Arc::new);
+        }
         match self.kept.get_or_build(name, build) {
             Kept::Found(form) => Some(form),
             Kept::Built(form) => {

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device};
 use kiln_detect::{Checkpoint, ComponentKind};
-use kiln_runtime::{simulated, HeldTensor, PlanOptions, Planner, WeightStore};
+use kiln_runtime::{simulated, HeldTensor, LoadMode, PlanOptions, Planner, WeightStore};
 use kiln_test_checkpoints::{write, CheckpointSpec, Family, Packaging, Storage};
 
 fn load(checkpoint: &Checkpoint, profile: &str, kind: ComponentKind) -> WeightStore {
@@ -111,4 +111,33 @@ fn derived_forms_are_kept_while_in_use_and_the_weight_stays_readable() {
     }
     assert_eq!(store.prepared_count(), 0, "let go with the guard");
     assert_eq!(store.prepared(&name, || Some(3u32)).as_deref(), Some(&3));
+}
+
+/// A streamed component (one memory cannot hold whole) keeps no derived forms: they would hold
+/// it whole after all.
+#[test]
+fn a_streamed_component_keeps_no_derived_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CheckpointSpec::new(Family::Sd1, Storage::F16, Packaging::SingleFile);
+    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
+    let planner = Planner::new(PlanOptions::default(), simulated("cpu").unwrap());
+    let plan = planner.plan(checkpoint.detection()).unwrap();
+    let mut part = plan
+        .component(ComponentKind::DiffusionModel)
+        .unwrap()
+        .clone();
+    part.load_mode = LoadMode::Streamed;
+    part.resident_budget_bytes = 0;
+    let store = WeightStore::load(
+        &checkpoint,
+        &part,
+        planner.profile_for(part.device),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let name = store.names().next().unwrap().to_string();
+    let _in_use = store.in_use();
+    assert_eq!(store.prepared(&name, || Some(1u32)).as_deref(), Some(&1));
+    assert_eq!(store.prepared(&name, || Some(2u32)).as_deref(), Some(&2));
+    assert_eq!(store.prepared_count(), 0);
 }
