@@ -22,7 +22,8 @@ impl kiln_kernels::PackedWeightCache for PackedSlot<'_> {
         &self,
         pack: &mut dyn FnMut() -> Option<kiln_kernels::PackedWeight>,
     ) -> Option<Arc<kiln_kernels::PackedWeight>> {
-        self.store.prepared(&self.name, pack)
+        self.store
+            .prepared(&self.name, pack, |packed| packed.bytes() as u64)
     }
 }
 

@@ -20,6 +20,11 @@ fn system_memory() -> (u64, u64) {
     }
 }
 
+/// Bytes of memory the system has available now (free plus reclaimable), 0 if unknown.
+pub(crate) fn available_memory() -> u64 {
+    system_memory().1
+}
+
 /// The CPU's model name, if the OS reports one.
 fn cpu_brand() -> Option<String> {
     let mut system = System::new().ok()?;

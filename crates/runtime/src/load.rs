@@ -31,6 +31,10 @@ impl Drop for InUse<'_> {
     }
 }
 
+/// Kept derived forms ([`WeightStore::prepared`]) may take this share of the memory available
+/// when a component goes into use: 1/2.
+const KEPT_SHARE_OF_AVAILABLE: u64 = 2;
+
 /// Bytes of tensors loaded between two releases of the files' resident pages.
 const RELEASE_EVERY_BYTES: u64 = 128 << 20;
 
@@ -699,7 +703,8 @@ impl WeightStore {
     pub fn in_use(&self) -> InUse<'_> {
         crate::heap::return_free_heap();
         self.populate();
-        self.kept.begin_use();
+        self.kept
+            .begin_use(|| crate::host::available_memory() / KEPT_SHARE_OF_AVAILABLE);
         InUse { store: self }
     }
 
@@ -708,18 +713,21 @@ impl WeightStore {
     /// call builds it, the last [`InUse`] guard lets it go. Outside use it is built for the
     /// caller alone, as it is for a streamed component. When `name` is used in place from its
     /// file, its pages are let go once the form is kept (the form stands in for it; a later
-    /// read faults them back in). `None` when `build` gives nothing.
+    /// read faults them back in). Forms are kept up to half the memory available when the
+    /// component went into use (`bytes` sizes each); past that they are built per call. `None`
+    /// when `build` gives nothing.
     pub fn prepared<T: std::any::Any + Send + Sync>(
         &self,
         name: &str,
         build: impl FnOnce() -> Option<T>,
+        bytes: impl FnOnce(&T) -> u64,
     ) -> Option<std::sync::Arc<T>> {
         // A streamed component is one that memory cannot hold whole: keeping a derived form
         // of every weight would hold it whole after all (and off the page cache's reclaim).
         if self.load_mode == LoadMode::Streamed {
             return build().map(std::sync::Arc::new);
         }
-        match self.kept.get_or_build(name, build) {
+        match self.kept.get_or_build(name, build, bytes) {
             Kept::Found(form) => Some(form),
             Kept::Built(form) => {
                 if let Some(held) = self.tensors.get(name) {

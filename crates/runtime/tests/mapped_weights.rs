@@ -92,12 +92,18 @@ fn derived_forms_are_kept_while_in_use_and_the_weight_stays_readable() {
         .to_vec1::<f32>()
         .unwrap();
     // Idle: built for the caller alone.
-    assert_eq!(store.prepared(&name, || Some(1u32)).as_deref(), Some(&1));
+    assert_eq!(
+        store.prepared(&name, || Some(1u32), |_| 4).as_deref(),
+        Some(&1)
+    );
     assert_eq!(store.prepared_count(), 0);
     {
         let _in_use = store.in_use();
-        assert_eq!(store.prepared(&name, || Some(2u32)).as_deref(), Some(&2));
-        let again = store.prepared(&name, || -> Option<u32> { panic!("built twice") });
+        assert_eq!(
+            store.prepared(&name, || Some(2u32), |_| 4).as_deref(),
+            Some(&2)
+        );
+        let again = store.prepared(&name, || -> Option<u32> { panic!("built twice") }, |_| 4);
         assert_eq!(again.as_deref(), Some(&2));
         assert_eq!(store.prepared_count(), 1);
         let now = store.get(&name).unwrap().flatten_all().unwrap();
@@ -106,11 +112,16 @@ fn derived_forms_are_kept_while_in_use_and_the_weight_stays_readable() {
             before
         );
         // Nothing to keep: nothing kept.
-        assert!(store.prepared::<u32>("no such weight", || None).is_none());
+        assert!(store
+            .prepared::<u32>("no such weight", || None, |_| 4)
+            .is_none());
         assert_eq!(store.prepared_count(), 1);
     }
     assert_eq!(store.prepared_count(), 0, "let go with the guard");
-    assert_eq!(store.prepared(&name, || Some(3u32)).as_deref(), Some(&3));
+    assert_eq!(
+        store.prepared(&name, || Some(3u32), |_| 4).as_deref(),
+        Some(&3)
+    );
 }
 
 /// A streamed component (one memory cannot hold whole) keeps no derived forms: they would hold
@@ -137,7 +148,13 @@ fn a_streamed_component_keeps_no_derived_forms() {
     .unwrap();
     let name = store.names().next().unwrap().to_string();
     let _in_use = store.in_use();
-    assert_eq!(store.prepared(&name, || Some(1u32)).as_deref(), Some(&1));
-    assert_eq!(store.prepared(&name, || Some(2u32)).as_deref(), Some(&2));
+    assert_eq!(
+        store.prepared(&name, || Some(1u32), |_| 4).as_deref(),
+        Some(&1)
+    );
+    assert_eq!(
+        store.prepared(&name, || Some(2u32), |_| 4).as_deref(),
+        Some(&2)
+    );
     assert_eq!(store.prepared_count(), 0);
 }
