@@ -121,9 +121,14 @@ impl PackedWeight {
 /// that takes the Winograd path never does), and check the sizes of what they get back (a
 /// mismatch is packed afresh, never misread).
 pub trait PackedWeightCache: Sync {
-    /// The weight's packed form: the one kept from an earlier call, else `pack()`'s — kept for
-    /// the next call where this cache keeps things. `None` when `pack` cannot pack it.
-    fn packed(&self, pack: &mut dyn FnMut() -> Option<PackedWeight>) -> Option<Arc<PackedWeight>>;
+    /// The weight's packed form: the one kept from an earlier call, else `pack(keep)`'s — kept
+    /// for the next call where this cache keeps things, and `keep` says whether it means to
+    /// (a form to keep gets memory of its own; one for a single call reuses the kernels'
+    /// buffers). `None` when `pack` cannot pack it.
+    fn packed(
+        &self,
+        pack: &mut dyn FnMut(bool) -> Option<PackedWeight>,
+    ) -> Option<Arc<PackedWeight>>;
 }
 
 /// The packed form from `cache` when it has one of the right sizes (`usable`), else packed
@@ -133,7 +138,7 @@ pub(crate) fn from_cache_or_pack(
     pack: impl Fn(bool) -> Option<PackedWeight>,
     usable: impl Fn(&PackedWeight) -> bool,
 ) -> Option<Arc<PackedWeight>> {
-    let cached = cache.and_then(|cache| cache.packed(&mut || pack(true)));
+    let cached = cache.and_then(|cache| cache.packed(&mut |keep| pack(keep)));
     match cached {
         Some(packed) if usable(&packed) => Some(packed),
         _ => pack(false).map(Arc::new),

@@ -24,14 +24,17 @@ struct CountingCache {
 }
 
 impl PackedWeightCache for CountingCache {
-    fn packed(&self, pack: &mut dyn FnMut() -> Option<PackedWeight>) -> Option<Arc<PackedWeight>> {
+    fn packed(
+        &self,
+        pack: &mut dyn FnMut(bool) -> Option<PackedWeight>,
+    ) -> Option<Arc<PackedWeight>> {
         self.asks.fetch_add(1, Ordering::SeqCst);
         let mut kept = self.kept.lock().unwrap();
         if let Some(form) = kept.as_ref() {
             return Some(form.clone());
         }
         self.packs.fetch_add(1, Ordering::SeqCst);
-        let form = Arc::new(pack()?);
+        let form = Arc::new(pack(true)?);
         *kept = Some(form.clone());
         Some(form)
     }

@@ -20,10 +20,11 @@ pub struct PackedSlot<'a> {
 impl kiln_kernels::PackedWeightCache for PackedSlot<'_> {
     fn packed(
         &self,
-        pack: &mut dyn FnMut() -> Option<kiln_kernels::PackedWeight>,
+        pack: &mut dyn FnMut(bool) -> Option<kiln_kernels::PackedWeight>,
     ) -> Option<Arc<kiln_kernels::PackedWeight>> {
+        let keep = self.store.keeps_prepared();
         self.store
-            .prepared(&self.name, pack, |packed| packed.bytes() as u64)
+            .prepared(&self.name, || pack(keep), |packed| packed.bytes() as u64)
     }
 }
 

@@ -739,6 +739,12 @@ impl WeightStore {
         }
     }
 
+    /// Whether [`prepared`](Self::prepared) would keep a form now (the component is in use and
+    /// resident; the memory budget is checked when the form is offered).
+    pub fn keeps_prepared(&self) -> bool {
+        self.load_mode == LoadMode::Resident && self.kept.in_use()
+    }
+
     /// Forms kept by [`prepared`](Self::prepared) now.
     pub fn prepared_count(&self) -> usize {
         self.kept.count()

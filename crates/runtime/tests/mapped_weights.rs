@@ -92,6 +92,7 @@ fn derived_forms_are_kept_while_in_use_and_the_weight_stays_readable() {
         .to_vec1::<f32>()
         .unwrap();
     // Idle: built for the caller alone.
+    assert!(!store.keeps_prepared());
     assert_eq!(
         store.prepared(&name, || Some(1u32), |_| 4).as_deref(),
         Some(&1)
@@ -99,6 +100,7 @@ fn derived_forms_are_kept_while_in_use_and_the_weight_stays_readable() {
     assert_eq!(store.prepared_count(), 0);
     {
         let _in_use = store.in_use();
+        assert!(store.keeps_prepared());
         assert_eq!(
             store.prepared(&name, || Some(2u32), |_| 4).as_deref(),
             Some(&2)
@@ -148,6 +150,7 @@ fn a_streamed_component_keeps_no_derived_forms() {
     .unwrap();
     let name = store.names().next().unwrap().to_string();
     let _in_use = store.in_use();
+    assert!(!store.keeps_prepared());
     assert_eq!(
         store.prepared(&name, || Some(1u32), |_| 4).as_deref(),
         Some(&1)
