@@ -40,6 +40,18 @@ struct Run {
 /// Plans `checkpoint` for `profile` with `options`, loads the UNet and VAE as planned, and runs
 /// txt2img: euler/normal, CFG 7, 4 steps, 64×64.
 fn generate(checkpoint: &Checkpoint, profile: &str, options: PlanOptions) -> Run {
+    generate_with(checkpoint, profile, options, false).0
+}
+
+/// [`generate`], with the UNet and the VAE held in use while they run when `in_use` (as the
+/// nodes hold them: forms derived from weights are then kept between steps), and the number
+/// of forms the UNet's store kept by the end of sampling.
+fn generate_with(
+    checkpoint: &Checkpoint,
+    profile: &str,
+    options: PlanOptions,
+    in_use: bool,
+) -> (Run, usize) {
     let planner = Planner::new(options, simulated(profile).unwrap());
     let plan = planner.plan(checkpoint.detection()).unwrap();
     let load = |kind: ComponentKind| {
@@ -51,15 +63,18 @@ fn generate(checkpoint: &Checkpoint, profile: &str, options: PlanOptions) -> Run
             &Device::Cpu,
         )
         .unwrap();
+        let store = Arc::new(store);
         (
-            Weights::new(Arc::new(store)),
+            Weights::new(store.clone()),
             Attention::from_plan(part),
             part.bf16_products,
+            store,
         )
     };
-    let (unet_weights, unet_attention, unet_bf16) = load(ComponentKind::DiffusionModel);
+    let (unet_weights, unet_attention, unet_bf16, unet_store) = load(ComponentKind::DiffusionModel);
     let unet = Unet::from_weights(&unet_weights, unet_attention).unwrap();
-    let (vae_weights, vae_attention, vae_bf16) = load(ComponentKind::Vae);
+    let (vae_weights, vae_attention, vae_bf16, _) = load(ComponentKind::Vae);
+    let vae_in_use = vae_weights.clone();
     let config = VaeConfig::from_weights(&vae_weights).unwrap();
     let vae = AutoencoderKl::new(vae_weights, config)
         .unwrap()
@@ -82,6 +97,7 @@ fn generate(checkpoint: &Checkpoint, profile: &str, options: PlanOptions) -> Run
         noise: &TorchCpuNoise::new(SEED),
         progress: &mut NoProgress,
     };
+    let unet_guard = in_use.then(|| unet_weights.in_use());
     let latent = sample(
         sampler,
         &mut ctx,
@@ -91,13 +107,19 @@ fn generate(checkpoint: &Checkpoint, profile: &str, options: PlanOptions) -> Run
         &LatentFormat::SD15,
     )
     .unwrap();
-    let image = vae.decode(&latent).unwrap();
-    Run {
+    let kept = unet_store.prepared_count();
+    drop(unet_guard);
+    let image = {
+        let _vae_guard = in_use.then(|| vae_in_use.in_use());
+        vae.decode(&latent).unwrap()
+    };
+    let run = Run {
         image,
         latent,
         unet_bf16,
         vae_bf16,
-    }
+    };
+    (run, kept)
 }
 
 /// Peak signal-to-noise ratio of two images in [0, 1], in dB.
@@ -165,4 +187,27 @@ fn sixteen_bit_weights_held_on_the_cpu_give_the_f32_copys_image_exactly() {
         );
         assert_eq!(values(&held.image), values(&f32_copy.image), "{storage:?}");
     }
+}
+
+/// With bf16 products, a UNet in use packs each weight once and keeps it for the later steps
+/// (`WeightStore::prepared`): the image is exactly the one packing per call gives.
+#[test]
+fn weights_kept_packed_between_steps_give_the_per_call_image_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CheckpointSpec::new(Family::Sd1, Storage::F16, Packaging::SingleFile);
+    let checkpoint = Checkpoint::open(write(&spec, dir.path()).unwrap()).unwrap();
+    let flags = || PlanOptions {
+        unet_dtype: Some(ForcedDType::BF16),
+        vae_dtype: Some(ForcedDType::BF16),
+        ..PlanOptions::default()
+    };
+    let (per_call, none_kept) = generate_with(&checkpoint, "cpu-avx512bf16", flags(), false);
+    let (kept, kept_forms) = generate_with(&checkpoint, "cpu-avx512bf16", flags(), true);
+    assert_eq!(none_kept, 0);
+    if kiln_kernels::bf16_compute_available() {
+        assert!(kept_forms > 0, "no weight was kept packed");
+    }
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(values(&kept.latent), values(&per_call.latent));
+    assert_eq!(values(&kept.image), values(&per_call.image));
 }
