@@ -6,7 +6,7 @@
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Shape, Tensor, D};
-use kiln_runtime::HeldTensor;
+use kiln_runtime::{HeldTensor, MappedValues};
 
 use crate::error::{ModelError, Result};
 use crate::weights::Weights;
@@ -416,6 +416,37 @@ impl Embedding {
                     scale: *scale,
                 };
                 Ok(rows.widen(compute)?.to_device(device)?)
+            }
+            HeldTensor::Mapped { shape, .. } if shape.rank() == 2 => {
+                let values = held
+                    .mapped_values()
+                    .ok_or_else(|| ModelError::WeightShape {
+                        name: self.weights.path("weight"),
+                        actual: shape.dims().to_vec(),
+                        expected: "a float table".to_string(),
+                    })?;
+                let (count, dim) = (shape.dims()[0], shape.dims()[1]);
+                let ids = ids.to_dtype(candle_core::DType::U32)?.to_vec1::<u32>()?;
+                let selected = ids.len();
+                let mut rows = Vec::with_capacity(selected * dim);
+                for id in ids {
+                    let id = id as usize;
+                    if id >= count {
+                        return Err(ModelError::Input {
+                            model: "embedding",
+                            input: "ids",
+                            problem: format!("holds id {id} of a table of {count} rows"),
+                        });
+                    }
+                    let row = id * dim..(id + 1) * dim;
+                    match values {
+                        MappedValues::F32(v) => rows.extend_from_slice(&v[row]),
+                        MappedValues::F16(v) => rows.extend(v[row].iter().map(|x| x.to_f32())),
+                        MappedValues::BF16(v) => rows.extend(v[row].iter().map(|x| x.to_f32())),
+                    }
+                }
+                let rows = Tensor::from_vec(rows, (selected, dim), device)?;
+                Ok(rows.to_dtype(compute)?)
             }
             _ => {
                 let table = self.weights.get("weight")?;

@@ -435,3 +435,29 @@ fn configs_come_from_the_weights() {
     assert!(err.to_string().contains("with_heads"), "{err}");
     assert!(ClipConfig::from_weights(&weights, ComponentKind::Vae).is_err());
 }
+
+/// A table used in place from its file (f16 here) gives the rows of the widened table without
+/// widening the whole vocabulary, and an id past its end is a typed input error.
+#[test]
+fn mapped_embedding_rows_are_the_widened_tables_rows() {
+    let (weights, _) = load(
+        CheckpointSpec::new(Family::ClipL, Storage::F16, Packaging::Standalone),
+        ComponentKind::ClipL,
+        "cpu",
+    );
+    let table = weights.pp("text_model.embeddings.token_embedding");
+    assert!(matches!(
+        table.held("weight").unwrap(),
+        kiln_runtime::HeldTensor::Mapped { .. }
+    ));
+    let embedding = kiln_models::Embedding::new(table.clone()).unwrap();
+    let ids = Tensor::new(&[3u32, 0, 7, 3], &Device::Cpu).unwrap();
+    let rows = embedding.rows(&ids).unwrap();
+    let widened = table.get("weight").unwrap().index_select(&ids, 0).unwrap();
+    assert_eq!(rows.dtype(), widened.dtype());
+    assert_eq!(values(&rows), values(&widened));
+    let past_end = embedding.len().unwrap() as u32;
+    let bad = Tensor::new(&[1u32, past_end], &Device::Cpu).unwrap();
+    let error = embedding.rows(&bad).unwrap_err().to_string();
+    assert!(error.contains(&past_end.to_string()), "{error}");
+}
