@@ -118,20 +118,12 @@ impl PackedLhs {
         rows: usize,
         cols: usize,
     ) -> Option<Self> {
-        Self::pack_elements(values, rows, cols, PackedBuffer::take)
+        Self::from_elements_in(values, rows, cols, PackedBuffer::take)
     }
 
-    /// [`from_elements`](Self::from_elements) into a buffer of its own, for a form kept across
-    /// calls ([`PackedBuffer::kept`]).
-    pub(crate) fn kept_from_elements<T: crate::element::Element>(
-        values: &[T],
-        rows: usize,
-        cols: usize,
-    ) -> Option<Self> {
-        Self::pack_elements(values, rows, cols, PackedBuffer::kept)
-    }
-
-    fn pack_elements<T: crate::element::Element>(
+    /// [`from_elements`](Self::from_elements) into a buffer from `allocate` (a form kept across
+    /// calls takes [`PackedBuffer::kept`]).
+    pub(crate) fn from_elements_in<T: crate::element::Element>(
         values: &[T],
         rows: usize,
         cols: usize,
@@ -340,16 +332,12 @@ pub(crate) struct PackedRhs {
 impl PackedRhs {
     /// `rhs` rounded to bf16 and packed, on the kernel pool.
     pub(crate) fn new(rhs: &impl RhsRows) -> Self {
-        Self::pack(rhs, PackedBuffer::take)
+        Self::new_in(rhs, PackedBuffer::take)
     }
 
-    /// [`new`](Self::new) into a buffer of its own, for a form kept across calls
-    /// ([`PackedBuffer::kept`]).
-    pub(crate) fn kept(rhs: &impl RhsRows) -> Self {
-        Self::pack(rhs, PackedBuffer::kept)
-    }
-
-    fn pack(rhs: &impl RhsRows, allocate: fn(usize) -> PackedBuffer) -> Self {
+    /// [`new`](Self::new) into a buffer from `allocate` (a form kept across calls takes
+    /// [`PackedBuffer::kept`]).
+    pub(crate) fn new_in(rhs: &impl RhsRows, allocate: fn(usize) -> PackedBuffer) -> Self {
         let data = crate::threads::install(|| pack_rhs(rhs, rhs.rows().div_ceil(2), allocate));
         Self {
             data,

@@ -14,6 +14,7 @@ use half::bf16;
 use crate::element::{Element, WeightValues};
 use crate::gemm_bf16::{PackedLhs, PackedRhs};
 use crate::linear::TransposedWeight;
+use crate::scratch::PackedBuffer;
 
 /// A weight in the packed form one kernel's bf16 products read: opaque to callers, who only
 /// keep it ([`PackedWeightCache`]).
@@ -54,12 +55,8 @@ impl PackedWeight {
         patch: usize,
         kept: bool,
     ) -> Option<Self> {
-        let lhs = if kept {
-            PackedLhs::kept_from_elements(values, out_channels, patch)
-        } else {
-            PackedLhs::from_elements(values, out_channels, patch)
-        };
-        lhs.map(|lhs| Self(Form::Convolution(lhs)))
+        PackedLhs::from_elements_in(values, out_channels, patch, allocator(kept))
+            .map(|lhs| Self(Form::Convolution(lhs)))
     }
 
     /// The packed left operand when this is a convolution weight of `[rows, cols]`.
@@ -88,11 +85,7 @@ impl PackedWeight {
                 out_features: n,
                 in_features: k,
             };
-            if kept {
-                PackedRhs::kept(&transposed)
-            } else {
-                PackedRhs::new(&transposed)
-            }
+            PackedRhs::new_in(&transposed, allocator(kept))
         }
         let dims = [out_features, in_features];
         let rhs = match weight {
@@ -113,6 +106,16 @@ impl PackedWeight {
             Form::Linear(rhs) if rhs.dims() == dims => Some(rhs),
             _ => None,
         }
+    }
+}
+
+/// Where a packed weight's lanes come from: a mapping of its own when it is `kept` across
+/// calls, else the kernels' reused buffers.
+fn allocator(kept: bool) -> fn(usize) -> PackedBuffer {
+    if kept {
+        PackedBuffer::kept
+    } else {
+        PackedBuffer::take
     }
 }
 

@@ -670,8 +670,7 @@ impl<C: Coefficients<M, A>, const M: usize, const A: usize> Winograd<C, M, A> {
 /// blocks only when the row has that many — the last one then overlaps its neighbour and
 /// recomputes a few tiles rather than take the slow partial path — else one partial block.
 fn blocks(tiles_x: usize) -> impl Iterator<Item = (usize, usize)> {
-    let whole = tiles_x.div_ceil(LANES);
-    (0..whole).map(move |block| {
+    (0..tiles_x.div_ceil(LANES)).map(move |block| {
         if tiles_x < LANES {
             (0, tiles_x)
         } else {

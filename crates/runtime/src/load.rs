@@ -722,9 +722,7 @@ impl WeightStore {
         build: impl FnOnce() -> Option<T>,
         bytes: impl FnOnce(&T) -> u64,
     ) -> Option<std::sync::Arc<T>> {
-        // A streamed component is one that memory cannot hold whole: keeping a derived form
-        // of every weight would hold it whole after all (and off the page cache's reclaim).
-        if self.load_mode == LoadMode::Streamed {
+        if !self.keeps_prepared() {
             return build().map(std::sync::Arc::new);
         }
         match self.kept.get_or_build(name, build, bytes) {
@@ -740,7 +738,9 @@ impl WeightStore {
     }
 
     /// Whether [`prepared`](Self::prepared) would keep a form now (the component is in use and
-    /// resident; the memory budget is checked when the form is offered).
+    /// resident; the memory budget is checked when the form is offered). A streamed component
+    /// is one that memory cannot hold whole: keeping a derived form of every weight would hold
+    /// it whole after all (and off the page cache's reclaim).
     pub fn keeps_prepared(&self) -> bool {
         self.load_mode == LoadMode::Resident && self.kept.in_use()
     }
