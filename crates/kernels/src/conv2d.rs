@@ -6,8 +6,8 @@
 //! may be held in another dtype than the input (16-bit weights of an f32 model are widened per
 //! call, exactly, so the model never keeps an f32 copy), and [`Products::Bf16`] multiplies f32
 //! inputs in bf16 too. 3×3, stride-1, padding-1 layers on large enough images go through
-//! [`crate::winograd`] instead: fewer multiplies, F(2,3) for f32 computations, F(6,3)/F(4,3)
-//! with f32 products where the computation is bf16 or 16-bit anyway.
+//! [`crate::winograd`] instead: F(4,3) (F(2,3) on layers with too few 4×4 tiles), a quarter
+//! of the multiplies, with f32 products whatever the computation.
 
 use std::ops::Range;
 

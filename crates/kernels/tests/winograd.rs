@@ -1,7 +1,8 @@
 //! The Winograd path of `conv2d` (3×3, stride 1, padding 1 on large enough images) through the
-//! public API, against the im2col path on the same inputs: F(2,3) for f32 computations stays
-//! within a few times f32 summation noise, F(4,3)/F(6,3) for bf16 products and 16-bit inputs
-//! within a small fraction of what bf16 rounding itself costs.
+//! public API, against the im2col path on the same inputs: for f32 computations F(2,3) stays
+//! within a few times f32 summation noise and F(4,3) within ten times that, a thousandth of an
+//! 8-bit level; for bf16 products and 16-bit inputs F(4,3) stays within a small fraction of
+//! what bf16 rounding itself costs.
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,8 +33,16 @@ fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
 
 #[test]
 fn f32_layers_stay_within_f32_noise_of_im2col() {
-    // (batch, channels in, side, channels out): 256 and more F(2,3) tiles, one ragged.
-    for (i, &(b, c, side, o)) in [(1, 32, 32, 24), (2, 20, 27, 33)].iter().enumerate() {
+    // (batch, channels in, side, channels out, bound): 256 and more F(2,3) tiles (one layer
+    // ragged), then 256 and more F(4,3) tiles (one ragged); the bounds are about twice the
+    // errors measured.
+    let layers = [
+        (1, 32, 32, 24, 5e-6),
+        (2, 20, 27, 33, 5e-6),
+        (1, 24, 64, 20, 2e-5),
+        (2, 20, 45, 17, 2e-5),
+    ];
+    for (i, &(b, c, side, o, bound)) in layers.iter().enumerate() {
         let x = random(&[b, c, side, side], 70 + i as u64);
         let bias = random(&[o], 80 + i as u64);
         for dtype in [DType::F32, DType::F16] {
@@ -44,7 +53,7 @@ fn f32_layers_stay_within_f32_noise_of_im2col() {
             let direct =
                 kiln_kernels::conv2d_im2col(&x, &w, Some(&bias), 1, 1, Products::AsInput).unwrap();
             let error = relative_error(&fast, &direct);
-            assert!(error < 5e-6, "case {i} {dtype:?}: {error:e}");
+            assert!(error < bound, "case {i} {dtype:?}: {error:e}");
             // Another summation: some element differs (else the layer ran im2col again).
             assert_eq!(error > 0.0, winograd_runs(), "case {i} {dtype:?}");
         }
@@ -53,7 +62,7 @@ fn f32_layers_stay_within_f32_noise_of_im2col() {
 
 #[test]
 fn approximate_layers_are_closer_to_f32_than_bf16_products_are() {
-    // 484 F(6,3) tiles at 128², 512 F(4,3) tiles for two images at 64².
+    // 1024 F(4,3) tiles at 128², 512 for two images at 64².
     for (i, &(b, c, side, o)) in [(1, 16, 128, 16), (2, 24, 64, 20)].iter().enumerate() {
         let x = random(&[b, c, side, side], 10 + i as u64);
         let w = random(&[o, c, 3, 3], 20 + i as u64);
