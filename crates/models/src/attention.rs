@@ -701,21 +701,7 @@ fn kv_chunked(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        // A small xorshift keeps the test independent of candle's RNG.
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
+    use crate::test_support::random;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())

@@ -18,6 +18,8 @@ mod mmdit;
 mod prompt_weights;
 mod t5;
 mod t5_tokenizer;
+#[cfg(test)]
+mod test_support;
 mod textual_inversion;
 mod tiled;
 mod unet;

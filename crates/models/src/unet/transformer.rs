@@ -13,6 +13,8 @@ use crate::weights::Weights;
 const TRANSFORMER_NORM_GROUPS: usize = 32;
 const TRANSFORMER_NORM_EPS: f64 = 1e-6;
 const LAYER_NORM_EPS: f64 = 1e-5;
+/// The feed-forward's inner width per channel (ComfyUI's `FeedForward(mult=4)`).
+const FEED_FORWARD_MULT: usize = 4;
 
 /// The most projected values (`tokens × 8 × channels` over the batch) one feed-forward pass aims
 /// to hold on the CPU: 16 MiB of f32. Whole, SD1.5's 64² level (CFG batch 2) projects 84 MB and
@@ -67,18 +69,16 @@ impl CrossAttention {
 struct FeedForward {
     net_0_proj: Linear,
     net_2: Linear,
-    projected_width: usize,
 }
 
 impl FeedForward {
     fn new(weights: &Weights, channels: usize) -> Result<Self> {
-        let inner = 4 * channels;
+        let inner = FEED_FORWARD_MULT * channels;
         expect_shape(weights, "net.0.proj.weight", &[2 * inner, channels])?;
         expect_shape(weights, "net.2.weight", &[channels, inner])?;
         Ok(FeedForward {
             net_0_proj: Linear::new(weights.pp("net.0.proj"))?,
             net_2: Linear::new(weights.pp("net.2"))?,
-            projected_width: 2 * inner,
         })
     }
 
@@ -93,7 +93,7 @@ impl FeedForward {
         let (batch, tokens, channels) = x.dims3()?;
         let chunk = chunk_tokens(
             [batch, tokens, channels],
-            self.projected_width,
+            2 * FEED_FORWARD_MULT * channels,
             chunk_elements,
         );
         if !x.device().is_cpu() || chunk >= tokens {
@@ -282,46 +282,31 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{DType, Device};
     use kiln_detect::ComponentKind;
     use kiln_runtime::WeightStore;
 
     use super::{chunk_tokens, FeedForward};
+    use crate::test_support::random;
     use crate::weights::Weights;
-
-    /// A value in [-1, 1) from a seed and an index (deterministic, no RNG dependency).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        (0..len as u64)
-            .map(|i| {
-                let h = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn feed_forward_in_chunks_is_the_whole_pass() -> crate::error::Result<()> {
         let (batch, tokens, channels) = (2, 203, 8);
         let inner = 4 * channels;
         let device = Device::Cpu;
-        let tensor = |dims: &[usize], seed| {
-            Tensor::from_vec(values(dims.iter().product(), seed), dims, &device)
-        };
         let mut tensors = BTreeMap::new();
         tensors.insert(
             "ff.net.0.proj.weight".to_string(),
-            tensor(&[2 * inner, channels], 1)?,
+            random(&[2 * inner, channels], 1),
         );
-        tensors.insert("ff.net.0.proj.bias".to_string(), tensor(&[2 * inner], 2)?);
-        tensors.insert(
-            "ff.net.2.weight".to_string(),
-            tensor(&[channels, inner], 3)?,
-        );
-        tensors.insert("ff.net.2.bias".to_string(), tensor(&[channels], 4)?);
+        tensors.insert("ff.net.0.proj.bias".to_string(), random(&[2 * inner], 2));
+        tensors.insert("ff.net.2.weight".to_string(), random(&[channels, inner], 3));
+        tensors.insert("ff.net.2.bias".to_string(), random(&[channels], 4));
         let store =
             WeightStore::from_tensors(ComponentKind::DiffusionModel, DType::F32, &device, tensors)?;
         let ff = FeedForward::new(&Weights::new(Arc::new(store)).pp("ff"), channels)?;
-        let x = tensor(&[batch, tokens, channels], 5)?;
+        let x = random(&[batch, tokens, channels], 5);
         let whole = ff.forward_rows(&x)?;
         // 406 rows of 8 channels allow at most 6 chunks; a budget of 2 000 projected values
         // asks for 13 (so 6 of 34 tokens, the last 33), 8 000 for 4 (51, the last 50).
