@@ -121,6 +121,18 @@ fn bf16_gemm_case(m: usize, k: usize, n: usize, runs: usize) {
     );
 }
 
+/// SD1.5's 64² feed-forward gating (CFG batch 2): the fused pass against candle's ops.
+fn geglu_comparison() {
+    let projected = random(&[2, 4096, 2560], DType::F32);
+    let candle = time(5, || {
+        kiln_kernels::geglu_slow(&projected).unwrap_or_else(|e| panic!("{e}"))
+    });
+    let kiln = time(5, || {
+        kiln_kernels::geglu(&projected).unwrap_or_else(|e| panic!("{e}"))
+    });
+    report("geglu f32 2×4096×2560", 0.0, candle, kiln);
+}
+
 fn main() {
     println!(
         "kiln-kernels on {} kernel threads",
@@ -128,8 +140,12 @@ fn main() {
     );
     // `cargo bench -p kiln-kernels -- bf16` times only the bf16-against-f32 cases,
     // `-- attention` only attention with f32 against bf16 products, `-- winograd` only the
-    // Winograd layers against im2col.
+    // Winograd layers against im2col, `-- geglu` only the feed-forward gating.
     let filter = |name: &str| std::env::args().any(|arg| arg == name);
+    if filter("geglu") {
+        geglu_comparison();
+        return;
+    }
     if filter("attention") {
         attention_products_comparisons();
         return;
@@ -267,6 +283,8 @@ fn candle_comparisons() {
         kiln_kernels::layer_norm(&x, Some(&w), Some(&b), 1e-5).unwrap_or_else(|e| panic!("{e}"))
     });
     report("layer_norm f32 2×4096×320", 0.0, candle, kiln);
+
+    geglu_comparison();
 
     for (tq, tk, dtype) in [
         (4096, 4096, DType::F32),

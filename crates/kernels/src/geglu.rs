@@ -1,14 +1,16 @@
 //! GEGLU's gating, `value · gelu(gate)` over the two halves of the last dimension, in one pass:
 //! the halves are read where the projection wrote them, so neither the gate's contiguous copy,
 //! its GELU nor the product exists as a separate tensor (at SD1.5's 64² level each is 42 MB).
-//! GELU is the exact (erf) form, computed as candle's `gelu_erf` computes it, so the result is
-//! the same to the bit.
+//! GELU is the exact (erf) form, vectorised ([`crate::simd::gelu_erf`], an ulp or two from the
+//! exact values, as candle's scalar `gelu_erf` is; PyTorch's, the reference's, is ten times
+//! further).
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::element::{with_values, WeightValues};
 use crate::error::{KernelError, Result};
+use crate::simd::{dispatch, gelu_erf};
 use crate::threads::install;
 
 /// Rows one task gates.
@@ -50,15 +52,20 @@ pub fn geglu(projected: &Tensor) -> Result<Tensor> {
             out.par_chunks_mut(half * ROWS_PER_TASK)
                 .zip(values.par_chunks(width * ROWS_PER_TASK))
                 .for_each(|(out_rows, rows)| {
-                    for (out_row, row) in out_rows
-                        .chunks_exact_mut(half)
-                        .zip(rows.chunks_exact(width))
-                    {
-                        let (value, gate) = row.split_at(half);
-                        for ((o, &v), &g) in out_row.iter_mut().zip(value).zip(gate) {
-                            *o = v * gelu_erf(g);
-                        }
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        || {
+                            for (out_row, row) in out_rows
+                                .chunks_exact_mut(half)
+                                .zip(rows.chunks_exact(width))
+                            {
+                                let (value, gate) = row.split_at(half);
+                                for ((o, &v), &g) in out_row.iter_mut().zip(value).zip(gate) {
+                                    *o = v * gelu_erf(g);
+                                }
+                            }
+                        },
+                    );
                 });
         });
         out
@@ -68,12 +75,6 @@ pub fn geglu(projected: &Tensor) -> Result<Tensor> {
         *last = half;
     }
     Ok(Tensor::from_vec(gated, shape, projected.device())?)
-}
-
-/// candle's f32 `gelu_erf`, operation for operation.
-#[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
-    (candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.) * 0.5 * x
 }
 
 /// The same gating through candle's own ops (the reference the fused pass is tested against).
@@ -88,7 +89,7 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn fused_gating_equals_candles_ops_to_the_bit() {
+    fn fused_gating_equals_candles_ops_within_their_rounding() {
         let n = 3 * 37 * 10;
         let values: Vec<f32> = (0..n)
             .map(|i| ((i * 7919) % 1000) as f32 / 125.0 - 4.0)
@@ -98,9 +99,15 @@ mod tests {
         assert_eq!(fused.dims(), &[3, 37, 5]);
         let reference = geglu_slow(&projected).unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let (got, want) = (flat(&fused), flat(&reference));
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g.to_bits(), w.to_bits());
+        let (got, want, input) = (flat(&fused), flat(&reference), flat(&projected));
+        // Each GELU is within 1.1e-7·max(|gate|, 1) of the exact one (`simd::gelu_erf`'s test;
+        // candle's is as close), times the value, plus the product's rounding.
+        let pairs = input
+            .chunks_exact(10)
+            .flat_map(|row| row[..5].iter().zip(&row[5..]));
+        for ((g, w), (value, gate)) in got.iter().zip(&want).zip(pairs) {
+            let bound = 3e-7 * gate.abs().max(1.0) * value.abs() + f32::EPSILON * w.abs();
+            assert!((g - w).abs() <= bound, "{g} vs {w}");
         }
     }
 

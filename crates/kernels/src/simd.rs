@@ -36,6 +36,37 @@ pub(crate) fn exp(x: f32) -> f32 {
     poly * two_n
 }
 
+/// GELU's exact (erf) form, `x · Φ(x)`, within 1.1e-7 · max(|x|, 1) (an ulp or two), branch-free
+/// so loops over it vectorise (the scalar `erff` candle calls cost SD1.5 a few percent of a
+/// step); small negative results keep ~2e-6 of their own size (f32 rounds the exponent −x²/2).
+/// `Φ(x)` comes from `erfc(|x|/√2)` by Numerical Recipes' Chebyshev fit (`erfcc`, fractional
+/// error below 1.2e-7 everywhere) as `erfc/2` or `1 − erfc/2`, so the negative tail keeps its
+/// relative accuracy instead of cancelling in `1 + erf`. PyTorch's own vectorised GELU, the
+/// reference's, is ten times further from the exact values (1.2e-6, measured on a grid).
+#[inline(always)]
+pub(crate) fn gelu_erf(x: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let mut p = 0.170_872_77f32;
+    p = p * t - 0.822_152_23;
+    p = p * t + 1.488_515_9;
+    p = p * t - 1.135_204;
+    p = p * t + 0.278_868_07;
+    p = p * t - 0.186_288_06;
+    p = p * t + 0.096_784_18;
+    p = p * t + 0.374_091_96;
+    p = p * t + 1.000_023_7;
+    p = p * t - 1.265_512_2;
+    let erfc = t * exp(p - z * z);
+    let upper_tail = 0.5 * erfc;
+    let phi = if x < 0.0 {
+        upper_tail
+    } else {
+        1.0 - upper_tail
+    };
+    x * phi
+}
+
 /// `x · sigmoid(x)`.
 #[inline(always)]
 pub(crate) fn silu(x: f32) -> f32 {
@@ -115,6 +146,38 @@ mod tests {
         for x in [f32::NEG_INFINITY, -87.3, -0.0, 0.0, 88.3, f32::INFINITY] {
             assert_eq!(by_bits(x).to_bits(), by_cast(x).to_bits(), "{x}");
         }
+    }
+
+    #[test]
+    fn gelu_matches_the_exact_form() {
+        // Worst error against max(|x|, 1), worst relative error where |gelu| ≥ 1e-6 (f32 rounds
+        // the exponent −x²/2 there), worst relative error in the far negative tail.
+        let (mut worst_absolute, mut worst, mut worst_tail) = (0.0f64, 0.0f64, 0.0f64);
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            // 1 + erf(x/√2) as erfc(−x/√2): no cancellation in the negative tail.
+            let exact = 0.5
+                * f64::from(x)
+                * candle_core::cpu::erf::erfc_f64(-f64::from(x) / std::f64::consts::SQRT_2);
+            let absolute = (f64::from(gelu_erf(x)) - exact).abs();
+            worst_absolute = worst_absolute.max(absolute / f64::from(x.abs()).max(1.0));
+            let error = absolute / exact.abs().max(1e-37);
+            if exact.abs() >= 1e-6 {
+                worst = worst.max(error);
+            } else {
+                worst_tail = worst_tail.max(error);
+            }
+            x += 0.000_37;
+        }
+        assert!(worst_absolute < 2e-7, "worst error {worst_absolute}");
+        assert!(worst < 3e-6, "worst relative error {worst}");
+        assert!(
+            worst_tail < 1e-4,
+            "worst relative error in the tail {worst_tail}"
+        );
+        assert_eq!(gelu_erf(0.0), 0.0);
+        assert_eq!(gelu_erf(40.0), 40.0);
+        assert!(gelu_erf(-40.0).abs() < 1e-37);
     }
 
     #[test]
