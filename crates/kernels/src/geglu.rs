@@ -106,6 +106,9 @@ mod tests {
             .chunks_exact(10)
             .flat_map(|row| row[..5].iter().zip(&row[5..]));
         for ((g, w), (value, gate)) in got.iter().zip(&want).zip(pairs) {
+            // The fused pass is its scalar definition to the bit…
+            assert_eq!(g.to_bits(), (value * gelu_erf(*gate)).to_bits());
+            // …and as close to candle's ops as the two GELUs' rounding allows.
             let bound = 3e-7 * gate.abs().max(1.0) * value.abs() + f32::EPSILON * w.abs();
             assert!((g - w).abs() <= bound, "{g} vs {w}");
         }
