@@ -4,24 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use kiln_kernels::Activation;
 
+mod common;
+
+/// The shared test inputs (values in `[-1, 1)` from `seed`) in `dtype`.
 fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(values, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
+    common::random(shape, seed).to_dtype(dtype).unwrap()
 }
 
 /// Largest |a − b| relative to the largest |b|.
